@@ -1,0 +1,48 @@
+# derpd — the two commands of the quick start are `make run` and `make test`.
+# Both install missing Debian packages first (scripts/install-deps).
+
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Unix Makefiles")
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build run test test-unit test-asan test-fuzz fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	@cmake -S . -B build -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j $(JOBS)
+
+# Starts the relay in dev mode on 127.0.0.1 (plain HTTP, no config file).
+run: build
+	@scripts/run-dev build/bin
+
+# Unit + integration tests (g++ build), then every fuzz target for a few seconds.
+test: build
+	ctest --test-dir build --output-on-failure -j $(JOBS) --timeout 600
+	@$(MAKE) --no-print-directory test-fuzz
+
+# The same unit and integration tests under AddressSanitizer + UBSan (clang).
+test-asan: deps
+	@cmake -S . -B build-asan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_SANITIZE=ON \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 900
+
+# libFuzzer targets, each run for FUZZ_SECONDS (a smoke run in `make test`).
+FUZZ_SECONDS ?= 5
+test-fuzz: deps
+	@cmake -S . -B build-fuzz -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDERPD_FUZZ=ON \
+	  -DDERPD_FUZZ_SECONDS=$(FUZZ_SECONDS) -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	ctest --test-dir build-fuzz --output-on-failure -j $(JOBS)
+
+# Long fuzzing: 10 minutes per target.
+fuzz:
+	@$(MAKE) --no-print-directory test-fuzz FUZZ_SECONDS=600
+
+clean:
+	rm -rf build build-asan build-fuzz

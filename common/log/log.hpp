@@ -1,0 +1,30 @@
+// Logging: spdlog, one line per event, role and pid on each line:
+//   2026-11-24T22:07:27.123Z derp-worker[1234] info: message
+// Lines at error level and above contain "] error: " / "] critical: ";
+// integration tests fail on any such line they did not provoke.
+// Included by every process.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+namespace derpd::log {
+
+// Sets up the default logger for `role`, writing to stderr, or appending to
+// `file` when non-empty. level: trace|debug|info|warn|error.
+void init(const std::string& role, const std::string& level = "info",
+          const std::string& file = "");
+// Reopens the log file (SIGUSR1); no-op when logging to stderr.
+void reopen();
+
+}  // namespace derpd::log
+
+#define LOG_TRACE(...) SPDLOG_TRACE(__VA_ARGS__)
+#define LOG_DEBUG(...) ::spdlog::debug(__VA_ARGS__)
+#define LOG_INFO(...) ::spdlog::info(__VA_ARGS__)
+#define LOG_WARN(...) ::spdlog::warn(__VA_ARGS__)
+#define LOG_ERR(...) ::spdlog::error(__VA_ARGS__)
+// With the function name, as OpenSSH's fatal_f/error_f.
+#define LOG_WARN_F(fmt, ...) ::spdlog::warn("{}: " fmt, __func__ __VA_OPT__(, ) __VA_ARGS__)
+#define LOG_ERR_F(fmt, ...) ::spdlog::error("{}: " fmt, __func__ __VA_OPT__(, ) __VA_ARGS__)
