@@ -1,0 +1,190 @@
+#include "loop.hpp"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "client_conn.hpp"
+#include "common/log/log.hpp"
+
+namespace derpd::worker {
+
+Loop::Loop(Server& server, int index)
+    : server_(server), index_(index), now_(Clock::now()), readBuf_(new uint8_t[kReadBufSize]) {}
+
+Loop::~Loop() {
+  if (epfd_ >= 0) ::close(epfd_);
+  if (evfd_ >= 0) ::close(evfd_);
+}
+
+Result<void> Loop::init() {
+  epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) return makeError(std::string("epoll_create1: ") + std::strerror(errno));
+  evfd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (evfd_ < 0) return makeError(std::string("eventfd: ") + std::strerror(errno));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // nullptr marks the eventfd
+  if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, evfd_, &ev) != 0)
+    return makeError(std::string("epoll_ctl eventfd: ") + std::strerror(errno));
+  return {};
+}
+
+bool Loop::addFd(int fd, uint32_t events, IoHandler* h) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  return ::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+bool Loop::modFd(int fd, uint32_t events, IoHandler* h) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = h;
+  return ::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0;
+}
+
+void Loop::delFd(int fd) { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+Conn* Loop::adopt(std::unique_ptr<Conn> c) {
+  Conn* raw = c.get();
+  conns_.emplace(raw->connNum(), std::move(c));
+  return raw;
+}
+
+void Loop::deferDelete(Conn* c) { pendingDelete_.push_back(c); }
+
+void Loop::armTimer(Conn* c, TimePoint when) {
+  uint64_t seq = c->bumpTimerSeq();
+  timers_.push(TimerEntry{when, c->connNum(), seq});
+}
+
+void Loop::schedule(Conn* c) {
+  if (inLoopThread()) {
+    std::lock_guard lk(inboxMu_);
+    inbox_.push_back(c);
+    return;  // drained before this iteration ends
+  }
+  {
+    std::lock_guard lk(inboxMu_);
+    inbox_.push_back(c);
+  }
+  wake();
+}
+
+void Loop::post(std::function<void()> fn) {
+  {
+    std::lock_guard lk(inboxMu_);
+    tasks_.push_back(std::move(fn));
+  }
+  if (!inLoopThread()) wake();
+}
+
+void Loop::wake() {
+  if (!wakePending_.exchange(true, std::memory_order_acq_rel)) {
+    uint64_t one = 1;
+    ssize_t n = ::write(evfd_, &one, sizeof one);
+    (void)n;  // EAGAIN means the counter is already non-zero: a wake is pending
+  }
+}
+
+void Loop::stop() {
+  stopping_.store(true);
+  uint64_t one = 1;
+  ssize_t n = ::write(evfd_, &one, sizeof one);
+  (void)n;
+}
+
+void Loop::drainInbox() {
+  // Batches may schedule more work (e.g. a flush that enqueues PeerGone to a
+  // conn on this loop); loop until quiet, bounded so timers and I/O still run.
+  for (int round = 0; round < 8; ++round) {
+    std::vector<Conn*> conns;
+    std::vector<std::function<void()>> tasks;
+    {
+      std::lock_guard lk(inboxMu_);
+      conns.swap(inbox_);
+      tasks.swap(tasks_);
+    }
+    if (conns.empty() && tasks.empty()) return;
+    for (auto& t : tasks) t();
+    for (Conn* c : conns) c->onScheduled();
+  }
+}
+
+int Loop::nextTimeoutMs() const {
+  {
+    // Work queued from this thread during the iteration must run promptly.
+    std::lock_guard lk(const_cast<std::mutex&>(inboxMu_));
+    if (!inbox_.empty() || !tasks_.empty()) return 0;
+  }
+  if (timers_.empty()) return 1000;
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(timers_.top().when - Clock::now()).count();
+  if (d < 0) return 0;
+  if (d > 1000) return 1000;
+  return int(d) + 1;
+}
+
+void Loop::runTimers() {
+  while (!timers_.empty() && timers_.top().when <= now_) {
+    TimerEntry e = timers_.top();
+    timers_.pop();
+    auto it = conns_.find(e.connNum);
+    if (it == conns_.end()) continue;
+    Conn* c = it->second.get();
+    if (c->timerSeq() != e.seq || c->isClosed()) continue;  // re-armed or gone
+    c->onTimer();
+  }
+}
+
+void Loop::closeAll() {
+  std::vector<Conn*> all;
+  all.reserve(conns_.size());
+  for (auto& [_, c] : conns_) all.push_back(c.get());
+  for (Conn* c : all) c->close(CloseReason::Shutdown);
+  drainInbox();
+  for (Conn* c : pendingDelete_) conns_.erase(c->connNum());
+  pendingDelete_.clear();
+}
+
+void Loop::run() {
+  threadId_ = std::this_thread::get_id();
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    int n = ::epoll_wait(epfd_, events, kMaxEvents, nextTimeoutMs());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      LOG_ERR("loop {}: epoll_wait: {}", index_, std::strerror(errno));
+      break;
+    }
+    now_ = Clock::now();
+    for (int i = 0; i < n; ++i) {
+      IoHandler* h = static_cast<IoHandler*>(events[i].data.ptr);
+      if (h == nullptr) {
+        uint64_t v;
+        ssize_t r = ::read(evfd_, &v, sizeof v);
+        (void)r;
+        wakePending_.store(false, std::memory_order_release);
+        continue;
+      }
+      h->onIo(events[i].events);
+    }
+    drainInbox();
+    runTimers();
+    drainInbox();
+    // Deferred deletion: every cross-thread reference to these connections
+    // was dropped when they left the registry, and any schedule() made
+    // before that was drained above.
+    if (!pendingDelete_.empty()) {
+      drainInbox();
+      for (Conn* c : pendingDelete_) conns_.erase(c->connNum());
+      pendingDelete_.clear();
+    }
+  }
+}
+
+}  // namespace derpd::worker

@@ -1,0 +1,117 @@
+// One event loop per thread (epoll, level-triggered). Each connection belongs
+// to exactly one loop and is only touched by that loop's thread, except for
+// its send queues (guarded by the connection's own mutex).
+// Included by derp-worker only.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/util/result.hpp"
+#include "metrics.hpp"
+
+namespace derpd::worker {
+
+using Clock = std::chrono::steady_clock;
+using TimePoint = Clock::time_point;
+
+class Server;
+class Conn;
+
+// Anything registered with epoll.
+class IoHandler {
+ public:
+  virtual ~IoHandler() = default;
+  virtual void onIo(uint32_t events) = 0;
+};
+
+class Loop {
+ public:
+  Loop(Server& server, int index);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  Result<void> init();  // epoll + eventfd
+  void run();           // until stop(); on the loop thread
+  void stop();          // any thread
+
+  int index() const { return index_; }
+  Server& server() { return server_; }
+  LoopStats& stats() { return stats_; }
+  const LoopStats& stats() const { return stats_; }
+  TimePoint now() const { return now_; }
+  bool inLoopThread() const { return std::this_thread::get_id() == threadId_; }
+
+  // epoll registration (loop thread).
+  bool addFd(int fd, uint32_t events, IoHandler* h);
+  bool modFd(int fd, uint32_t events, IoHandler* h);
+  void delFd(int fd);
+
+  // Takes ownership of a new connection (loop thread).
+  Conn* adopt(std::unique_ptr<Conn> c);
+  // Destroys the connection at the end of this iteration (loop thread).
+  void deferDelete(Conn* c);
+
+  // Arms (or re-arms) the connection's single timer (loop thread). A
+  // connection keeps one wake-up time: the earliest of its deadlines.
+  void armTimer(Conn* c, TimePoint when);
+
+  // Any thread: the connection has new queued output; the loop will call
+  // Conn::onScheduled() once per batch. One eventfd write per batch.
+  void schedule(Conn* c);
+  // Any thread: run fn on the loop thread (rare control operations).
+  void post(std::function<void()> fn);
+
+  // Scratch buffer for reads (loop thread), shared by all its connections so
+  // that an idle connection holds no read buffer.
+  uint8_t* readBuf() { return readBuf_.get(); }
+  static constexpr size_t kReadBufSize = 256 * 1024;
+
+  size_t connCount() const { return conns_.size(); }
+  // Closes every connection (loop thread; used at shutdown).
+  void closeAll();
+
+ private:
+  void wake();
+  void drainInbox();
+  void runTimers();
+  int nextTimeoutMs() const;
+
+  Server& server_;
+  const int index_;
+  int epfd_ = -1;
+  int evfd_ = -1;
+  std::thread::id threadId_;
+  std::atomic<bool> stopping_{false};
+  TimePoint now_;
+  LoopStats stats_;
+  std::unique_ptr<uint8_t[]> readBuf_;
+
+  // Owned by the loop thread.
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;  // by connNum
+  std::vector<Conn*> pendingDelete_;
+  struct TimerEntry {
+    TimePoint when;
+    uint64_t connNum;
+    uint64_t seq;
+    bool operator>(const TimerEntry& o) const { return when > o.when; }
+  };
+  std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
+
+  // Cross-thread inbox, guarded by inboxMu_.
+  std::mutex inboxMu_;
+  std::vector<Conn*> inbox_;
+  std::vector<std::function<void()>> tasks_;
+  std::atomic<bool> wakePending_{false};
+};
+
+}  // namespace derpd::worker

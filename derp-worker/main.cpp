@@ -1,0 +1,144 @@
+// derp-worker: the TLS/HTTP/DERP relay process. Runs under derpd, or alone
+// with derper's flags. Signals are taken synchronously by the main thread
+// (sigwait); the event-loop threads never see them.
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/crypto/keys.hpp"
+#include "common/log/log.hpp"
+#include "options.hpp"
+#include "server.hpp"
+#include "tls.hpp"
+
+using namespace derpd;
+using namespace derpd::worker;
+
+namespace {
+
+// derper's rule: the trimmed file content must match ^[0-9a-fA-F]{64,}$.
+Result<std::string> readMeshKey(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return makeError("cannot read mesh key file " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  std::string s = ss.str();
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  size_t i = 0;
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  s = s.substr(i);
+  if (s.size() < 64) return makeError("mesh key file " + path + ": key must be at least 64 hex digits");
+  for (char c : s) {
+    if (!std::isxdigit(static_cast<unsigned char>(c)))
+      return makeError("mesh key file " + path + ": key must be hex digits only");
+  }
+  return s;
+}
+
+int fail(const std::string& msg) {
+  LOG_ERR("{}", msg);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto opts = parseOptions(args);
+  if (!opts) {
+    std::fprintf(stderr, "derp-worker: %s\n(run derp-worker --help for usage)\n", opts.error().c_str());
+    return 2;
+  }
+  if (opts->help) {
+    std::fputs(usage().c_str(), stdout);
+    return 0;
+  }
+  if (opts->version) {
+    std::printf("derp-worker %s (%s)\n", DERPD_VERSION, DERPD_GIT_REV);
+    return 0;
+  }
+  log::init("derp-worker", opts->logLevel);
+
+  // Server key.
+  crypto::NodePrivate key;
+  if (!opts->configPath.empty()) {
+    bool created = false;
+    auto k = crypto::loadOrCreateKeyFile(opts->configPath, &created);
+    if (!k) return fail("key file: " + k.error());
+    key = *k;
+    if (created) LOG_INFO("wrote a new server key to {}", opts->configPath);
+  } else if (opts->dev) {
+    key = crypto::NodePrivate::generate();
+  } else {
+    return fail("-c FILE is required (the server key file; it is created when missing), or use -dev");
+  }
+
+  ServerConfig cfg;
+  cfg.privateKey = key;
+  cfg.derpEnabled = opts->derpEnabled;
+  cfg.dev = opts->dev;
+  unsigned hw = std::thread::hardware_concurrency();
+  cfg.threads = opts->threads > 0 ? opts->threads : int(hw ? hw : 1);
+  if (!opts->meshPskFile.empty()) {
+    auto mk = readMeshKey(opts->meshPskFile);
+    if (!mk) return fail(mk.error());
+    cfg.meshKey = *mk;
+  }
+
+  auto hp = splitHostPort(opts->addr);
+  if (!hp) return fail("-a: " + hp.error());
+  bool tls = hp->port == 443 || opts->certMode == "manual";
+  if (tls) {
+    if (opts->certMode != "manual") {
+      return fail("-certmode letsencrypt is provided by derpd's cert-agent; derp-worker alone "
+                  "serves TLS only with -certmode manual");
+    }
+    if (opts->certDir.empty()) return fail("-certdir is required with -certmode manual");
+    std::string stem = certFileStem(opts->hostname);
+    std::string crt = opts->certDir + "/" + stem + ".crt";
+    std::string keyFile = opts->certDir + "/" + stem + ".key";
+    auto ctx = TlsContext::loadManual(crt, keyFile, opts->hostname, key.publicKey());
+    if (!ctx) return fail(ctx.error());
+    cfg.tls = *ctx;
+  }
+
+  // Signals go to sigwait below; block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  Server server(std::move(cfg));
+  if (auto r = server.listen(opts->addr, opts->httpPort); !r) return fail("listen: " + r.error());
+  if (auto r = server.start(); !r) return fail("start: " + r.error());
+
+  std::string host = hp->host.empty() ? "[::]" : (hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host);
+  LOG_INFO("server key {}", server.publicKey().toText());
+  LOG_INFO("serving DERP on {}://{}:{}/derp{}", tls ? "https" : "http", host, server.mainPort(),
+           opts->dev ? " (dev mode)" : "");
+  if (server.port80() > 0) LOG_INFO("serving port-80 HTTP on http://{}:{}", host, server.port80());
+
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      LOG_INFO("SIGHUP: derp-worker alone has nothing to reload (certificate rotation comes from derpd)");
+      continue;
+    }
+    LOG_INFO("signal {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    break;
+  }
+  server.stop();
+  server.join();
+  LOG_INFO("stopped");
+  return 0;
+}

@@ -1,0 +1,168 @@
+#include "registry.hpp"
+
+#include <algorithm>
+#include <mutex>
+
+#include "common/log/log.hpp"
+
+namespace derpd::worker {
+
+Registry::Registry(ServerGauges& gauges, const NodePublic& serverKey)
+    : gauges_(gauges), serverKey_(serverKey) {}
+
+Registry::Route Registry::lookupLocked(const NodePublic& key) const {
+  auto it = clients_.find(key);
+  if (it == clients_.end()) return {};
+  if (it->second.active) return Route{it->second.active, false};
+  return Route{nullptr, true};
+}
+
+void Registry::broadcastPresentLocked(Conn* c) {
+  for (Conn* w : watchers_) {
+    w->enqueuePeerPresent(c->key(), c->peerIp16(), c->peerPort(), c->presentFlags());
+  }
+}
+
+void Registry::broadcastGoneLocked(const NodePublic& key) {
+  for (Conn* w : watchers_) w->enqueuePeerGone(key, derp::PeerGoneReason::Disconnected);
+}
+
+void Registry::add(Conn* c) {
+  std::unique_lock lk(mu);
+  auto [it, fresh] = clients_.try_emplace(c->key());
+  ClientSet& set = it->second;
+  if (fresh) {
+    set.conns.push_back(c);
+    set.active = c;
+    gauges_.clientsLocal.fetch_add(1);
+  } else {
+    if (set.conns.size() == 1) {
+      gauges_.dupClientKeys.fetch_add(1);
+      gauges_.dupClientConns.fetch_add(2);
+      set.conns[0]->regIsDup_ = true;
+      set.conns[0]->isDup_.store(true);
+    } else {
+      gauges_.dupClientConns.fetch_add(1);
+    }
+    gauges_.totalDupClientConns.fetch_add(1);
+    c->regIsDup_ = true;
+    c->isDup_.store(true);
+    if (set.active && (set.history.empty() || set.history.back() != set.active)) {
+      set.history.push_back(set.active);
+    }
+    set.conns.push_back(c);
+    set.active = c;  // last writer is active: the newest connection
+  }
+  gauges_.currentConnections.fetch_add(1);
+  broadcastPresentLocked(c);
+}
+
+void Registry::remove(Conn* c) {
+  std::unique_lock lk(mu);
+  if (c->regWatcher_) {
+    watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), c), watchers_.end());
+    c->regWatcher_ = false;
+    gauges_.watchers.store(int64_t(watchers_.size()));
+  }
+  auto it = clients_.find(c->key());
+  if (it == clients_.end()) return;
+  ClientSet& set = it->second;
+  auto pos = std::find(set.conns.begin(), set.conns.end(), c);
+  if (pos == set.conns.end()) return;
+  set.conns.erase(pos);
+  set.history.erase(std::remove(set.history.begin(), set.history.end(), c), set.history.end());
+  gauges_.currentConnections.fetch_sub(1);
+
+  if (set.conns.empty()) {
+    // The key's last connection: tell former recipients and watchers.
+    auto notify = [&](const std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash>& sent) {
+      for (const auto& [peer, num] : sent) {
+        if (peer == c->key()) continue;
+        auto pit = clients_.find(peer);
+        if (pit == clients_.end()) continue;
+        for (Conn* pc : pit->second.conns) {
+          if (pc->connNum() == num) pc->enqueuePeerGone(c->key(), derp::PeerGoneReason::Disconnected);
+        }
+      }
+    };
+    notify(c->sentTo());
+    notify(set.inheritedSentTo);
+    NodePublic key = c->key();
+    clients_.erase(it);
+    gauges_.clientsLocal.fetch_sub(1);
+    broadcastGoneLocked(key);
+    return;
+  }
+
+  for (const auto& kv : c->sentTo()) set.inheritedSentTo.insert_or_assign(kv.first, kv.second);
+  gauges_.dupClientConns.fetch_sub(1);
+  if (set.conns.size() == 1) {
+    // Back to an ordinary single client.
+    gauges_.dupClientConns.fetch_sub(1);
+    gauges_.dupClientKeys.fetch_sub(1);
+    Conn* remain = set.conns[0];
+    remain->regIsDup_ = false;
+    remain->isDup_.store(false);
+    set.active = remain;
+    set.history.clear();
+    return;
+  }
+  if (set.active == c) {
+    // Most recent still-connected history entry, if any.
+    set.active = set.history.empty() ? nullptr : set.history.back();
+  }
+}
+
+void Registry::noteActivity(Conn* c) {
+  std::unique_lock lk(mu);
+  auto it = clients_.find(c->key());
+  if (it == clients_.end()) return;
+  ClientSet& set = it->second;
+  if (set.conns.size() < 2 || set.active == c) return;
+  set.active = c;
+  if (set.history.empty() || set.history.back() != c) set.history.push_back(c);
+}
+
+void Registry::addWatcher(Conn* c) {
+  std::unique_lock lk(mu);
+  if (!c->regWatcher_) {
+    watchers_.push_back(c);
+    c->regWatcher_ = true;
+    gauges_.watchers.store(int64_t(watchers_.size()));
+  }
+  for (const auto& [key, set] : clients_) {
+    if (set.active) c->enqueuePeerPresent(key, set.active->peerIp16(), set.active->peerPort(),
+                                          set.active->presentFlags());
+  }
+}
+
+bool Registry::closePeer(const NodePublic& key) {
+  std::shared_lock lk(mu);
+  auto it = clients_.find(key);
+  if (it == clients_.end()) return false;
+  for (Conn* c : it->second.conns) c->requestClose(CloseReason::ClosePeer);
+  return true;
+}
+
+std::vector<std::string> Registry::checkConsistency() const {
+  std::shared_lock lk(mu);
+  std::vector<std::string> errs;
+  size_t conns = 0;
+  for (const auto& [key, set] : clients_) {
+    conns += set.conns.size();
+    if (set.conns.empty()) errs.push_back("key " + key.shortString() + " has no connections");
+    if (set.conns.size() == 1 && set.active != set.conns[0])
+      errs.push_back("key " + key.shortString() + ": single connection is not active");
+    if (set.active && std::find(set.conns.begin(), set.conns.end(), set.active) == set.conns.end())
+      errs.push_back("key " + key.shortString() + ": active connection not in set");
+    for (Conn* c : set.conns) {
+      if (c->key() != key) errs.push_back("connection filed under the wrong key " + key.shortString());
+    }
+  }
+  if (int64_t(conns) != gauges_.currentConnections.load())
+    errs.push_back("current_connections " + std::to_string(gauges_.currentConnections.load()) +
+                   " != registered " + std::to_string(conns));
+  return errs;
+}
+
+}  // namespace derpd::worker

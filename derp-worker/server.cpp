@@ -1,0 +1,304 @@
+#include "server.hpp"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/crypto.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <algorithm>
+#include <fstream>
+
+#include "client_conn.hpp"
+#include "common/log/log.hpp"
+
+namespace derpd::worker {
+
+// Accepts on one listening socket for one loop. Every loop registers the
+// same socket with EPOLLEXCLUSIVE, so the kernel spreads accepts over loops.
+struct Server::Acceptor final : IoHandler {
+  Acceptor(Server& s, Loop& l, int fd, bool tls, bool port80)
+      : server(s), loop(l), fd(fd), tls(tls), port80(port80) {}
+  void onIo(uint32_t) override {
+    for (int i = 0; i < 64; ++i) {
+      sockaddr_storage peer{};
+      socklen_t len = sizeof peer;
+      int c = ::accept4(fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return;
+        if (errno == EMFILE || errno == ENFILE) {
+          LOG_WARN("accept: {} (out of file descriptors)", std::strerror(errno));
+          return;
+        }
+        LOG_WARN("accept: {}", std::strerror(errno));
+        return;
+      }
+      int one = 1;
+      ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      ::setsockopt(c, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+      int idle = 600;  // -tcp-keepalive-time 10m
+      ::setsockopt(c, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+      unsigned int userTimeout = 15000;  // -tcp-user-timeout 15s
+      ::setsockopt(c, IPPROTO_TCP, TCP_USER_TIMEOUT, &userTimeout, sizeof userTimeout);
+      SSL* ssl = nullptr;
+      if (tls) {
+        ssl = SSL_new(server.sslCtx());
+        if (!ssl || SSL_set_fd(ssl, c) != 1) {
+          LOG_WARN("SSL_new: {}", opensslErrors());
+          if (ssl) SSL_free(ssl);
+          ::close(c);
+          continue;
+        }
+        SSL_set_accept_state(ssl);
+        loop.stats().tlsAccepted.add();
+      }
+      Conn* conn = loop.adopt(std::make_unique<Conn>(loop, c, peer, server.nextConnNum(), ssl, port80));
+      conn->start();
+    }
+  }
+  Server& server;
+  Loop& loop;
+  int fd;
+  bool tls;
+  bool port80;
+};
+
+Server::Server(ServerConfig cfg)
+    : cfg_(std::move(cfg)),
+      publicKey_(cfg_.privateKey.publicKey()),
+      registry_(gauges_, publicKey_),
+      startUnix_(long(std::time(nullptr))) {
+  int n = cfg_.threads > 0 ? cfg_.threads : 1;
+  for (int i = 0; i < n; ++i) loops_.push_back(std::make_unique<Loop>(*this, i));
+}
+
+Server::~Server() {
+  stop();
+  join();
+  acceptors_.clear();
+  loops_.clear();
+  if (listenFd_ >= 0) ::close(listenFd_);
+  if (port80Fd_ >= 0) ::close(port80Fd_);
+}
+
+bool Server::meshKeyMatches(const std::string& presented) const {
+  if (cfg_.meshKey.empty() || presented.size() != cfg_.meshKey.size()) return false;
+  // Case-insensitive for hex (HEAD parses the key as bytes), constant time.
+  unsigned diff = 0;
+  for (size_t i = 0; i < presented.size(); ++i) {
+    diff |= unsigned(std::tolower(static_cast<unsigned char>(presented[i])) ^
+                     std::tolower(static_cast<unsigned char>(cfg_.meshKey[i])));
+  }
+  return diff == 0;
+}
+
+static Result<int> bindListener(const std::string& host, int port, int* boundPort) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string portStr = std::to_string(port);
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), portStr.c_str(), &hints, &res);
+  if (rc != 0) return makeError("resolve \"" + host + "\": " + gai_strerror(rc));
+  // Prefer IPv6 wildcard (dual stack) for an empty host, as Go does.
+  addrinfo* pick = res;
+  if (host.empty()) {
+    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      if (ai->ai_family == AF_INET6) { pick = ai; break; }
+    }
+  }
+  int fd = ::socket(pick->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ::freeaddrinfo(res);
+    return makeError(std::string("socket: ") + std::strerror(errno));
+  }
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (pick->ai_family == AF_INET6 && host.empty()) {
+    int zero = 0;
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+  }
+  if (::bind(fd, pick->ai_addr, pick->ai_addrlen) != 0) {
+    int e = errno;
+    ::freeaddrinfo(res);
+    ::close(fd);
+    return makeError("bind [" + host + "]:" + portStr + ": " + std::strerror(e));
+  }
+  ::freeaddrinfo(res);
+  if (::listen(fd, 4096) != 0) {
+    int e = errno;
+    ::close(fd);
+    return makeError(std::string("listen: ") + std::strerror(e));
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  *boundPort = ss.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
+                                       : ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  return fd;
+}
+
+Result<void> Server::listen(const std::string& addr, int httpPort) {
+  auto hp = splitHostPort(addr);
+  if (!hp) return makeError(hp.error());
+  mainHost_ = hp->host;
+  auto fd = bindListener(hp->host, hp->port, &mainPort_);
+  if (!fd) return makeError(fd.error());
+  listenFd_ = *fd;
+  if (cfg_.tls && httpPort >= 0) {
+    auto fd80 = bindListener(hp->host, httpPort, &port80Port_);
+    if (!fd80) return makeError("port-80 listener: " + fd80.error());
+    port80Fd_ = *fd80;
+  }
+  return {};
+}
+
+Result<void> Server::start() {
+  for (auto& l : loops_) {
+    if (auto r = l->init(); !r) return r;
+    auto a = std::make_unique<Acceptor>(*this, *l, listenFd_, cfg_.tls != nullptr, false);
+    if (!l->addFd(listenFd_, EPOLLIN | EPOLLEXCLUSIVE, a.get()))
+      return makeError(std::string("epoll add listener: ") + std::strerror(errno));
+    acceptors_.push_back(std::move(a));
+    if (port80Fd_ >= 0) {
+      auto a80 = std::make_unique<Acceptor>(*this, *l, port80Fd_, false, true);
+      if (!l->addFd(port80Fd_, EPOLLIN | EPOLLEXCLUSIVE, a80.get()))
+        return makeError(std::string("epoll add port-80 listener: ") + std::strerror(errno));
+      acceptors_.push_back(std::move(a80));
+    }
+  }
+  for (auto& l : loops_) {
+    Loop* lp = l.get();
+    threads_.emplace_back([lp] {
+      lp->run();
+      lp->closeAll();
+    });
+  }
+  return {};
+}
+
+void Server::stop() {
+  for (auto& l : loops_) l->stop();
+}
+
+void Server::join() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+double Server::averageQueueMs() const {
+  double sum = 0;
+  for (const auto& l : loops_) sum += l->stats().avgQueueMs.load(std::memory_order_relaxed);
+  return loops_.empty() ? 0 : sum / double(loops_.size());
+}
+
+static int64_t countOpenFds() {
+  int64_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    ::closedir(d);
+    --n;  // the directory stream itself
+  }
+  return n;
+}
+
+static uint64_t residentBytes() {
+  std::ifstream f("/proc/self/statm");
+  uint64_t size = 0, rss = 0;
+  f >> size >> rss;
+  return rss * uint64_t(::sysconf(_SC_PAGESIZE));
+}
+
+std::string Server::varz() const {
+  VarzWriter w;
+  auto sum = [&](auto field) {
+    uint64_t s = 0;
+    for (const auto& l : loops_) s += field(l->stats()).get();
+    return s;
+  };
+#define SUM(member) sum([](const LoopStats& st) -> const Counter& { return st.member; })
+  w.counter("derp_accepts", SUM(accepts));
+  w.untyped("derp_average_queue_duration_ms", averageQueueMs());
+  w.counter("derp_bytes_received", SUM(bytesReceived));
+  w.counter("derp_bytes_sent", SUM(bytesSent));
+  w.counter("derp_packets_received", SUM(packetsReceived));
+  w.counter("derp_packets_sent", SUM(packetsSent));
+  w.labeledCounter("derp_packets_received_kind", "kind",
+                   {{"disco", SUM(packetsReceivedDisco)}, {"other", SUM(packetsReceivedOther)}});
+  std::vector<std::pair<std::string, uint64_t>> reasons;
+  uint64_t droppedTotal = 0;
+  for (size_t i = 0; i < size_t(DropReason::kCount); ++i) {
+    uint64_t v = sum([i](const LoopStats& st) -> const Counter& { return st.dropped[i]; });
+    droppedTotal += v;
+    reasons.emplace_back(dropReasonName(DropReason(i)), v);
+  }
+  std::sort(reasons.begin(), reasons.end());
+  w.labeledCounter("derp_packets_dropped_reason", "reason", reasons);
+  w.counter("derp_packets_dropped", droppedTotal);
+  w.labeledCounter("derp_packets_dropped_type", "type",
+                   {{"disco", SUM(droppedDisco)}, {"other", SUM(droppedOther)}});
+  w.counter("derp_packets_forwarded_in", SUM(forwardedIn));
+  w.counter("derp_packets_forwarded_out", SUM(forwardedOut));
+  w.counter("derp_home_moves_in", SUM(homeMovesIn));
+  w.counter("derp_home_moves_out", SUM(homeMovesOut));
+  w.counter("derp_got_ping", SUM(gotPing));
+  w.counter("derp_sent_pong", SUM(sentPong));
+  w.counter("derp_peer_gone_disconnected_frames", SUM(peerGoneDisconnectedFrames));
+  w.counter("derp_peer_gone_not_here_frames", SUM(peerGoneNotHereFrames));
+  w.counter("derp_unknown_frames", SUM(unknownFrames));
+  w.counter("derp_websocket_accepts", SUM(websocketAccepts));
+  w.counter("derp_total_dup_client_conns", gauges_.totalDupClientConns.load());
+  w.gauge("derp_current_connections", gauges_.currentConnections.load());
+  w.gauge("derp_current_home_connections", gauges_.currentHomeConnections.load());
+  w.gauge("derp_current_dup_client_keys", gauges_.dupClientKeys.load());
+  w.gauge("derp_current_dup_client_conns", gauges_.dupClientConns.load());
+  w.gauge("derp_clients_local", gauges_.clientsLocal.load());
+  w.gauge("derp_clients_total", gauges_.clientsLocal.load());
+  w.gauge("derp_clients_remote", 0);
+  w.gauge("derp_watchers", gauges_.watchers.load());
+  w.gauge("derp_current_file_descriptors", countOpenFds());
+  w.gauge("derp_memstats_sys0", int64_t(residentBytes()));
+  std::vector<std::pair<std::string, uint64_t>> closes;
+  for (size_t i = 0; i < size_t(CloseReason::kCount); ++i) {
+    closes.emplace_back(closeReasonName(CloseReason(i)),
+                        sum([i](const LoopStats& st) -> const Counter& { return st.closes[i]; }));
+  }
+  std::sort(closes.begin(), closes.end());
+  w.labeledCounter("derpd_conn_closes", "reason", closes);
+  w.counter("derpd_http_requests", SUM(httpRequests));
+  w.counter("derpd_http_head_too_large", SUM(httpHeadTooLarge));
+  if (cfg_.tls) {
+    w.counter("tls_listener_accepted_connections", SUM(tlsAccepted));
+    w.counter("tls_listener_rejected_connections", 0);
+    w.counter("derpd_tls_handshake_errors", SUM(tlsHandshakeErrors));
+    static const char* kVer[] = {"1.0", "1.1", "1.2", "1.3", "unknown"};
+    std::vector<std::pair<std::string, uint64_t>> req;
+    std::vector<std::pair<std::string, int64_t>> act;
+    for (size_t i = 0; i < size_t(TlsVersionLabel::kCount); ++i) {
+      req.emplace_back(kVer[i], sum([i](const LoopStats& st) -> const Counter& { return st.tlsRequestVersion[i]; }));
+      act.emplace_back(kVer[i], gauges_.tlsActive[i].load());
+    }
+    w.labeledCounter("derper_tls_request_version", "version", req);
+    w.labeledGauge("derper_tls_active_version", "version", act);
+  }
+#undef SUM
+  w.counter("uptime_sec", uint64_t(std::time(nullptr) - startUnix_));
+  w.gauge("process_resident_memory_bytes", int64_t(residentBytes()));
+  w.gauge("process_open_fds", countOpenFds());
+  w.untyped("process_start_unix_time", double(startUnix_));
+  return w.render();
+}
+
+}  // namespace derpd::worker

@@ -1,0 +1,79 @@
+// derp-worker's server: the listeners, the event loops (one thread each),
+// the registry and the key material. Included by derp-worker only.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/crypto/keys.hpp"
+#include "loop.hpp"
+#include "metrics.hpp"
+#include "options.hpp"
+#include "registry.hpp"
+#include "tls.hpp"
+
+namespace derpd::worker {
+
+struct ServerConfig {
+  crypto::NodePrivate privateKey;
+  std::string meshKey;                 // empty: no mesh peers
+  std::shared_ptr<TlsContext> tls;     // null: plain HTTP
+  bool derpEnabled = true;
+  bool dev = false;
+  int threads = 1;
+};
+
+class Server {
+ public:
+  explicit Server(ServerConfig cfg);
+  ~Server();
+
+  // Binds the main listener (and the port-80 one when httpPort >= 0 in TLS
+  // mode). Errors name the address.
+  Result<void> listen(const std::string& addr, int httpPort);
+  Result<void> start();  // spawns the loop threads
+  void stop();           // any thread; loops close their connections and exit
+  void join();
+
+  int mainPort() const { return mainPort_; }
+  int port80() const { return port80Port_; }
+  std::string mainHost() const { return mainHost_; }
+
+  const crypto::NodePrivate& privateKey() const { return cfg_.privateKey; }
+  const crypto::NodePublic& publicKey() const { return publicKey_; }
+  bool meshKeyMatches(const std::string& presented) const;
+  bool hasMeshKey() const { return !cfg_.meshKey.empty(); }
+  bool derpEnabled() const { return cfg_.derpEnabled; }
+  bool dev() const { return cfg_.dev; }
+  SSL_CTX* sslCtx() const { return cfg_.tls ? cfg_.tls->get() : nullptr; }
+
+  Registry& registry() { return registry_; }
+  ServerGauges& gauges() { return gauges_; }
+  uint64_t nextConnNum() { return connNum_.fetch_add(1) + 1; }
+  // Average of the loops' queue-duration EMAs (ms).
+  double averageQueueMs() const;
+
+  std::string varz() const;
+
+ private:
+  struct Acceptor;
+  ServerConfig cfg_;
+  crypto::NodePublic publicKey_;
+  ServerGauges gauges_;
+  Registry registry_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::vector<std::thread> threads_;
+  int listenFd_ = -1;
+  int port80Fd_ = -1;
+  int mainPort_ = 0;
+  int port80Port_ = 0;
+  std::string mainHost_;
+  std::atomic<uint64_t> connNum_{0};
+  long startUnix_;
+};
+
+}  // namespace derpd::worker
