@@ -226,6 +226,7 @@ void Conn::onBytes(ByteView in) {
             if (op == http::WsOpcode::Ping) {
               http::appendWsFrame(c.out_, http::WsOpcode::Pong, payload, false);
             } else if (op == http::WsOpcode::Close) {
+              c.loop_.stats().closes[size_t(CloseReason::Eof)].add();
               if (!c.wsCloseSent_) {
                 c.sealOutput();
                 http::appendWsClose(c.out_, http::kWsCloseNormal, "", false);

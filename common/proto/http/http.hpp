@@ -45,6 +45,10 @@ struct RequestParse {
 // Parses the head at the start of `buf`. Incomplete when no CRLFCRLF yet (and
 // buf is within maxHead); TooLarge when the head is longer than maxHead or
 // has more than kMaxHeaders lines. Bare LF line ends are accepted, as Go does.
+// A bad request line is Invalid as soon as its line end has arrived, before
+// the rest of the head. Stateless: each call rescans `buf` (memchr for LFs;
+// at most kMaxHeaders+1 lines are examined), so callers may simply re-call
+// with the grown buffer. `path` and `query` are raw, not percent-decoded.
 RequestParse parseRequestHead(std::string_view buf, size_t maxHead = kMaxRequestHead);
 
 struct ResponseHead {
@@ -64,7 +68,9 @@ ResponseParse parseResponseHead(std::string_view buf, size_t maxHead = kMaxReque
 
 bool iequals(std::string_view a, std::string_view b);
 
-// Percent-decoding of a query value; nullopt on a bad escape.
+// Value of the first `key` pair in an x-www-form-urlencoded query ('+' is a
+// space, %XX a byte; keys are decoded too), like Go's r.URL.Query().Get: a
+// pair with a bad escape or a ';' is skipped. nullopt when no pair matches.
 std::optional<std::string> queryValue(std::string_view query, std::string_view key);
 
 // RFC 7231 IMF-fixdate for Date headers, e.g. "Tue, 24 Nov 2026 22:07:27 GMT".

@@ -53,8 +53,12 @@ class WsDecoder {
 
   // Consumes all of `in`. Errors (with the close code to send in *closeCode):
   // Text message (1003), unmasked/masked mismatch, reserved bits, unknown
-  // opcode, bad continuation, control frame > 125 or fragmented (1002),
-  // frame longer than maxFrameLen (1009).
+  // opcode, bad continuation, control frame > 125 or fragmented, 64-bit
+  // length with the top bit set, close body of 1 byte (1002), data frame
+  // longer than maxFrameLen (1009). After an error every later call fails
+  // with the same code. Callbacks run inside feed() and must not call it.
+  // Masked data reaches onData in pieces of at most 4 KiB; unmasked data is
+  // passed through as sliced from `in`.
   Result<void> feed(ByteView in, Events& ev, uint16_t* closeCode);
 
  private:
@@ -74,6 +78,7 @@ class WsDecoder {
   uint64_t left_ = 0;       // payload bytes left in this frame
   uint64_t maskPos_ = 0;
   Bytes control_;           // buffered control payload
+  uint16_t failCode_ = 0;   // close code of the error that stopped the decoder
 };
 
 }  // namespace derpd::http
