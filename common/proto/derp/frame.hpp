@@ -129,6 +129,11 @@ class FrameReader {
   uint64_t skippedFrames() const { return skipped_; }
   // True when no partial frame is pending.
   bool idle() const { return state_ == State::Header && hdrHave_ == 0; }
+  // Bytes of the last feed() input that were consumed: all of them unless the
+  // callback stopped early or an error occurred. After a stop the reader sits
+  // at the frame boundary just after the stopping frame, so the caller may
+  // later feed in.subspan(consumed()) to resume.
+  size_t consumed() const { return consumed_; }
 
  private:
   enum class State { Header, Payload, Skipping, Failed };
@@ -141,6 +146,7 @@ class FrameReader {
   Bytes buf_;           // partial payload of cur_
   uint64_t skipLeft_ = 0;
   uint64_t skipped_ = 0;
+  size_t consumed_ = 0;  // of the last feed()'s input
 };
 
 // ---- Decoders for server->client frames (client library) ----

@@ -1,0 +1,372 @@
+// Node keys (Curve25519) and their text forms; derper's key file.
+#include "common/crypto/keys.hpp"
+
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <system_error>
+
+namespace derpd::crypto {
+
+namespace {
+
+constexpr std::string_view kNodePublicPrefix = "nodekey:";
+constexpr std::string_view kNodePrivatePrefix = "privkey:";
+
+// sodium_init() is thread-safe and idempotent; the static makes it run once.
+bool sodiumReady() {
+  static const bool ready = sodium_init() >= 0;
+  return ready;
+}
+
+// Exactly 64 hex digits of either case into 32 bytes, as Go's key parsers.
+Result<std::array<uint8_t, kKeyLen>> parseHex64(std::string_view hex) {
+  if (hex.size() != 2 * kKeyLen) {
+    return makeError("key hex has the wrong size, got " + std::to_string(hex.size()) +
+                     " want 64");
+  }
+  auto raw = fromHex(hex);
+  if (!raw) return makeError("invalid hex character in key");
+  std::array<uint8_t, kKeyLen> out;
+  std::memcpy(out.data(), raw->data(), kKeyLen);
+  sodium_memzero(raw->data(), raw->size());
+  return out;
+}
+
+// Go's encoding/json matches field names with bytes.EqualFold: ASCII case
+// folding plus the two non-ASCII runes that fold onto ASCII letters, KELVIN
+// SIGN (U+212A ~ k) and LATIN SMALL LETTER LONG S (U+017F ~ s).
+bool jsonNameMatches(std::string_view key, std::string_view name) {
+  size_t i = 0;
+  for (char want : name) {
+    const char up = (want >= 'a' && want <= 'z') ? char(want - 32) : want;
+    if (i >= key.size()) return false;
+    unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c < 0x80) {
+      const char got = (c >= 'a' && c <= 'z') ? char(c - 32) : char(c);
+      if (got != up) return false;
+      ++i;
+    } else if (up == 'K' && key.substr(i, 3) == "\xE2\x84\xAA") {
+      i += 3;
+    } else if (up == 'S' && key.substr(i, 2) == "\xC5\xBF") {
+      i += 2;
+    } else {
+      return false;
+    }
+  }
+  return i == key.size();
+}
+
+}  // namespace
+
+// ---- NodePublic ----
+
+NodePublic NodePublic::fromRaw(ByteView raw32) {
+  NodePublic k;
+  if (raw32.size() == kKeyLen) std::memcpy(k.b_.data(), raw32.data(), kKeyLen);
+  return k;
+}
+
+Result<NodePublic> NodePublic::parseText(std::string_view s) {
+  if (s.substr(0, kNodePublicPrefix.size()) != kNodePublicPrefix) {
+    return makeError("key hex string doesn't have expected type prefix nodekey:");
+  }
+  return parseUntypedHex(s.substr(kNodePublicPrefix.size()));
+}
+
+Result<NodePublic> NodePublic::parseUntypedHex(std::string_view s) {
+  auto raw = parseHex64(s);
+  if (!raw) return std::move(raw).takeError();
+  NodePublic k;
+  k.b_ = *raw;
+  return k;
+}
+
+std::string NodePublic::toText() const { return std::string(kNodePublicPrefix) + toHex(); }
+
+std::string NodePublic::toHex() const { return derpd::toHex(bytes()); }
+
+std::string NodePublic::shortString() const {
+  // base64 of 32 bytes is 44 chars; sodium_bin2base64 wants room for the NUL.
+  char b64[sodium_base64_ENCODED_LEN(kKeyLen, sodium_base64_VARIANT_ORIGINAL)];
+  sodium_bin2base64(b64, sizeof b64, b_.data(), b_.size(), sodium_base64_VARIANT_ORIGINAL);
+  return "[" + std::string(b64, 5) + "]";
+}
+
+bool NodePublic::isZero() const { return sodium_is_zero(b_.data(), b_.size()) == 1; }
+
+// ---- NodePrivate ----
+
+NodePrivate::~NodePrivate() { sodium_memzero(b_.data(), b_.size()); }
+
+void clamp(std::array<uint8_t, kKeyLen>& b) {
+  b[0] &= 248;
+  b[31] = uint8_t((b[31] & 127) | 64);
+}
+
+NodePrivate NodePrivate::generate() {
+  NodePrivate k;
+  if (!sodiumReady()) return k;  // zero key; every user rejects it
+  randombytes_buf(k.b_.data(), k.b_.size());
+  clamp(k.b_);
+  return k;
+}
+
+NodePrivate NodePrivate::fromRaw(ByteView raw32) {
+  NodePrivate k;
+  if (raw32.size() == kKeyLen) std::memcpy(k.b_.data(), raw32.data(), kKeyLen);
+  return k;
+}
+
+Result<NodePrivate> NodePrivate::parseText(std::string_view s) {
+  if (s.substr(0, kNodePrivatePrefix.size()) != kNodePrivatePrefix) {
+    return makeError("key hex string doesn't have expected type prefix privkey:");
+  }
+  auto raw = parseHex64(s.substr(kNodePrivatePrefix.size()));
+  if (!raw) return std::move(raw).takeError();
+  NodePrivate k;
+  k.b_ = *raw;
+  sodium_memzero(raw->data(), raw->size());
+  return k;
+}
+
+std::string NodePrivate::toText() const {
+  return std::string(kNodePrivatePrefix) + derpd::toHex(ByteView(b_.data(), b_.size()));
+}
+
+NodePublic NodePrivate::publicKey() const {
+  NodePublic pub;
+  if (!sodiumReady()) return pub;
+  std::array<uint8_t, kKeyLen> out;
+  // X25519(priv, 9); libsodium clamps the scalar internally, as Go does.
+  if (crypto_scalarmult_base(out.data(), b_.data()) != 0) return pub;
+  return NodePublic::fromRaw(ByteView(out.data(), out.size()));
+}
+
+bool NodePrivate::isZero() const { return sodium_is_zero(b_.data(), b_.size()) == 1; }
+
+// ---- derper key file ----
+
+std::string keyFileContents(const NodePrivate& key) {
+  // json.MarshalIndent(config{PrivateKey}, "", "\t"), no trailing newline.
+  return "{\n\t\"PrivateKey\": \"" + key.toText() + "\"\n}";
+}
+
+namespace {
+
+// SAX handler for the key file: Go's json.Unmarshal into
+// struct{PrivateKey key.NodePrivate}. Every top-level member whose name folds
+// to "PrivateKey" is decoded in document order (so the last one wins); null
+// leaves the field as it was; any other non-string is an error.
+class KeyFileHandler {
+ public:
+  using json = nlohmann::json;
+
+  std::optional<NodePrivate> result;
+  std::string err;
+
+  bool null() {
+    if (!scalar()) return false;
+    take();  // null leaves the field unchanged
+    return true;
+  }
+  bool boolean(bool) { return nonString(); }
+  bool number_integer(json::number_integer_t) { return nonString(); }
+  bool number_unsigned(json::number_unsigned_t) { return nonString(); }
+  bool number_float(json::number_float_t, const json::string_t&) { return nonString(); }
+  bool binary(json::binary_t&) { return fail("unexpected binary value"); }
+  bool string(json::string_t& v) {
+    if (!scalar()) return false;
+    if (take()) {
+      auto k = NodePrivate::parseText(v);
+      sodium_memzero(v.data(), v.size());
+      if (!k) return fail("PrivateKey: " + k.error());
+      result = *k;
+    }
+    return true;
+  }
+  bool start_object(std::size_t) { return open(); }
+  bool start_array(std::size_t) { return depth_ == 0 ? fail("not a JSON object") : open(); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
+  bool key(json::string_t& k) {
+    if (depth_ == 1) pending_ = jsonNameMatches(k, "PrivateKey");
+    return true;
+  }
+  bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception& ex) {
+    return fail("invalid JSON at byte " + std::to_string(pos) + ": " + ex.what());
+  }
+
+ private:
+  bool scalar() { return depth_ == 0 ? fail("not a JSON object") : true; }
+  bool nonString() {
+    if (!scalar()) return false;
+    if (take()) return fail("PrivateKey is not a string");
+    return true;
+  }
+  bool take() {
+    const bool p = depth_ == 1 && pending_;
+    if (depth_ == 1) pending_ = false;
+    return p;
+  }
+  bool open() {
+    if (take()) return fail("PrivateKey is not a string");
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  bool fail(std::string msg) {
+    if (err.empty()) err = std::move(msg);
+    return false;
+  }
+
+  int depth_ = 0;
+  bool pending_ = false;
+};
+
+}  // namespace
+
+Result<NodePrivate> parseKeyFile(std::string_view contents) {
+  // nlohmann would skip a BOM and stop at a NUL byte; Go rejects both.
+  if (contents.substr(0, 3) == "\xEF\xBB\xBF" || contents.find('\0') != std::string_view::npos) {
+    return makeError("key file: invalid JSON");
+  }
+  KeyFileHandler h;
+  bool ok = false;
+  try {
+    ok = nlohmann::json::sax_parse(contents.begin(), contents.end(), &h,
+                                   nlohmann::json::input_format_t::json, /*strict=*/true,
+                                   /*ignore_comments=*/false);
+  } catch (const std::exception& e) {
+    return makeError(std::string("key file: invalid JSON: ") + e.what());
+  }
+  if (!ok) return makeError("key file: " + (h.err.empty() ? std::string("invalid JSON") : h.err));
+  if (!h.result || h.result->isZero()) return makeError("key file: no PrivateKey");
+  return *h.result;
+}
+
+namespace {
+
+Result<void> writeAll(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return makeError(std::string("write: ") + std::strerror(errno));
+    }
+    data.remove_prefix(size_t(n));
+  }
+  return okResult();
+}
+
+// As Go's atomicfile.WriteFile: a temp file in the same directory, synced,
+// chmod'ed, then renamed over the target.
+Result<void> writeFileAtomic(const std::string& path, std::string_view data, mode_t mode) {
+  namespace fs = std::filesystem;
+  fs::path target(path);
+  fs::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  std::string tmpl = (dir / (target.filename().string() + ".tmpXXXXXX")).string();
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return makeError("create temp file in " + dir.string() + ": " + std::strerror(errno));
+  auto fail = [&](const std::string& what) -> Result<void> {
+    int saved = errno;
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    return makeError(what + ": " + std::strerror(saved));
+  };
+  if (::fchmod(fd, mode) != 0) return fail("chmod " + tmpl);
+  if (auto r = writeAll(fd, data); !r) {
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    return makeError(tmpl + ": " + r.error());
+  }
+  if (::fsync(fd) != 0) return fail("fsync " + tmpl);
+  if (::close(fd) != 0) {
+    int saved = errno;
+    ::unlink(tmpl.c_str());
+    return makeError("close " + tmpl + ": " + std::strerror(saved));
+  }
+  if (::rename(tmpl.c_str(), path.c_str()) != 0) {
+    int saved = errno;
+    ::unlink(tmpl.c_str());
+    return makeError("rename " + tmpl + " -> " + path + ": " + std::strerror(saved));
+  }
+  return okResult();
+}
+
+Result<std::string> readFile(const std::string& path, bool* missing) {
+  *missing = false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      *missing = true;
+      return makeError(path + ": no such file");
+    }
+    return makeError("open " + path + ": " + std::strerror(errno));
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int saved = errno;
+      ::close(fd);
+      sodium_memzero(buf, sizeof buf);
+      return makeError("read " + path + ": " + std::strerror(saved));
+    }
+    if (n == 0) break;
+    out.append(buf, size_t(n));
+    if (out.size() > (1 << 20)) {
+      ::close(fd);
+      sodium_memzero(buf, sizeof buf);
+      return makeError(path + ": key file too large");
+    }
+  }
+  ::close(fd);
+  sodium_memzero(buf, sizeof buf);
+  return out;
+}
+
+}  // namespace
+
+Result<NodePrivate> loadOrCreateKeyFile(const std::string& path, bool* created) {
+  if (created) *created = false;
+  bool missing = false;
+  auto contents = readFile(path, &missing);
+  if (contents) {
+    auto key = parseKeyFile(*contents);
+    sodium_memzero(contents->data(), contents->size());
+    if (!key) return makeError(path + ": " + key.error());
+    return key;
+  }
+  if (!missing) return std::move(contents).takeError();
+
+  NodePrivate key = NodePrivate::generate();
+  if (key.isZero()) return makeError("generate key: libsodium unavailable");
+  std::error_code ec;
+  auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return makeError("create " + dir.string() + ": " + ec.message());
+  }
+  std::string text = keyFileContents(key);
+  auto w = writeFileAtomic(path, text, 0600);
+  sodium_memzero(text.data(), text.size());
+  if (!w) return std::move(w).takeError();
+  if (created) *created = true;
+  return key;
+}
+
+}  // namespace derpd::crypto
