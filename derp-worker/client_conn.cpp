@@ -452,11 +452,38 @@ derp::HeaderVerdict Conn::classify(const derp::FrameHeader& h) {
 
 void Conn::onDerpStream(ByteView in) {
   if (state_ != State::DerpHandshake && state_ != State::Relay) return;
+  if (readPaused_) {
+    stash_.insert(stash_.end(), in.begin(), in.end());
+    return;
+  }
   bool inHandshake = state_ == State::DerpHandshake;
-  auto r = reader_->feed(in, [this](const derp::Frame& f) { return onFrame(f); });
+  auto r = reader_->feed(in, [this](const derp::Frame& f) { return onFrame(f) && !readPaused_; });
   if (!r && state_ != State::Closed) {
     close(inHandshake && state_ == State::DerpHandshake ? CloseReason::BadHandshake : CloseReason::BadFrame);
+    return;
   }
+  if (readPaused_ && state_ == State::Relay) {
+    ByteView rest = in.subspan(reader_->consumed());
+    stash_.insert(stash_.end(), rest.begin(), rest.end());
+    pauseReading();
+  }
+}
+
+void Conn::pauseReading() {
+  // Stop taking bytes from the socket until resumeReading().
+  updateInterest();
+}
+
+void Conn::resumeReading() {
+  if (state_ != State::Relay || !readPaused_) return;
+  readPaused_ = false;
+  Bytes pending;
+  pending.swap(stash_);
+  onDerpStream(pending);
+  if (state_ == State::Closed || readPaused_) return;
+  updateInterest();
+  // Bytes OpenSSL already decrypted would not wake epoll again.
+  handleReadable();
 }
 
 bool Conn::onFrame(const derp::Frame& f) {
@@ -530,6 +557,45 @@ bool Conn::notHereAllowed() {
   return true;
 }
 
+Conn::Delivery Conn::deliverLocal(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
+                                  bool recordSentTo) {
+  LoopStats& st = loop_.stats();
+  Registry& reg = loop_.server().registry();
+  Conn* flushNow = nullptr;
+  {
+    std::shared_lock lk(reg.mu);
+    Registry::Route r = reg.lookupLocked(dst);
+    if (r.dupNoActive) return Delivery::DupNoActive;
+    if (!r.dst) return Delivery::Unknown;
+    if (recordSentTo) sentTo_[dst] = r.dst->connNum();
+    if (r.dst->enqueuePacket(src, packet, disco, st)) {
+      if (&r.dst->loop() == &loop_) {
+        flushNow = r.dst;
+      } else if (!r.dst->backlogged_.load(std::memory_order_relaxed)) {
+        // The destination keeps up but its loop has not run yet: wait for
+        // it to flush rather than overrun its queue.
+        Loop* dstLoop = &r.dst->loop();
+        Loop* myLoop = &loop_;
+        uint64_t dstNum = r.dst->connNum(), myNum = connNum_;
+        dstLoop->post([dstLoop, dstNum, myLoop, myNum] {
+          if (Conn* d = dstLoop->findConn(dstNum)) d->onScheduled();
+          myLoop->post([myLoop, myNum] {
+            if (Conn* c = myLoop->findConn(myNum)) c->resumeReading();
+          });
+        });
+        readPaused_ = true;
+      }
+    }
+  }
+  // A destination on this loop cannot drain while we are still reading: when
+  // its queue fills, write it out now instead of dropping its head (derper's
+  // writer goroutine drains concurrently). Outside the registry lock, since a
+  // write error closes the destination, which takes the lock; it cannot be
+  // freed before this loop iteration ends.
+  if (flushNow) flushNow->onScheduled();
+  return Delivery::Queued;
+}
+
 void Conn::onSendPacket(ByteView payload) {
   LoopStats& st = loop_.stats();
   NodePublic dst = NodePublic::fromRaw(payload.first(kKeyLen));
@@ -538,22 +604,17 @@ void Conn::onSendPacket(ByteView payload) {
   st.packetsReceived.add();
   st.bytesReceived.add(packet.size());
   (disco ? st.packetsReceivedDisco : st.packetsReceivedOther).add();
-  Registry& reg = loop_.server().registry();
-  {
-    std::shared_lock lk(reg.mu);
-    Registry::Route r = reg.lookupLocked(dst);
-    if (r.dst) {
-      sentTo_[dst] = r.dst->connNum();
-      r.dst->enqueuePacket(key_, packet, disco, st);
+  switch (deliverLocal(dst, key_, packet, disco, true)) {
+    case Delivery::Queued:
       return;
-    }
-    if (r.dupNoActive) {
+    case Delivery::DupNoActive:
       st.drop(DropReason::DupClient, disco);
       return;
-    }
+    case Delivery::Unknown:
+      st.drop(DropReason::UnknownDest, disco);
+      if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
+      return;
   }
-  st.drop(DropReason::UnknownDest, disco);
-  if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
 }
 
 void Conn::onForwardPacket(ByteView payload) {
@@ -563,22 +624,18 @@ void Conn::onForwardPacket(ByteView payload) {
   ByteView packet = payload.subspan(2 * kKeyLen);
   bool disco = derp::looksLikeDisco(packet);
   st.forwardedIn.add();
-  Registry& reg = loop_.server().registry();
-  {
-    std::shared_lock lk(reg.mu);
-    Registry::Route r = reg.lookupLocked(dst);
-    if (r.dst) {
-      r.dst->enqueuePacket(src, packet, disco, st);
+  // Local delivery only: a forwarded packet is never forwarded again.
+  switch (deliverLocal(dst, src, packet, disco, false)) {
+    case Delivery::Queued:
       return;
-    }
-    if (r.dupNoActive) {
+    case Delivery::DupNoActive:
       st.drop(DropReason::DupClient, disco);
       return;
-    }
+    case Delivery::Unknown:
+      st.drop(DropReason::UnknownDestOnFwd, disco);
+      if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
+      return;
   }
-  // Local delivery only: never re-forwarded.
-  st.drop(DropReason::UnknownDestOnFwd, disco);
-  if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
 }
 
 void Conn::onNotePreferred(ByteView payload) {
@@ -617,14 +674,15 @@ void Conn::onClosePeer(ByteView payload) {
 
 // ---- cross-thread queues ----
 
-void Conn::enqueuePacket(const NodePublic& src, ByteView packet, bool disco, LoopStats& stats) {
+bool Conn::enqueuePacket(const NodePublic& src, ByteView packet, bool disco, LoopStats& stats) {
   QueuedPacket qp{src, Bytes(packet.begin(), packet.end()), Clock::now()};
   bool sched = false;
+  bool full = false;
   {
     std::lock_guard lk(qmu_);
     if (qClosed_) {
       stats.drop(DropReason::GoneDisconnected, disco);
-      return;
+      return false;
     }
     auto& q = disco ? discoQ_ : dataQ_;
     if (q.size() >= kPerClientSendQueueDepth) {
@@ -632,10 +690,12 @@ void Conn::enqueuePacket(const NodePublic& src, ByteView packet, bool disco, Loo
       stats.drop(DropReason::QueueHead, disco);
     }
     q.push_back(std::move(qp));
+    full = q.size() >= kPerClientSendQueueDepth;
     sched = !scheduled_;
     scheduled_ = true;
   }
   if (sched) loop_.schedule(this);
+  return full;
 }
 
 void Conn::enqueuePeerGone(const NodePublic& peer, derp::PeerGoneReason reason) {
@@ -826,8 +886,9 @@ void Conn::linger() {
 
 void Conn::updateInterest() {
   if (state_ == State::Closed) return;
-  uint32_t want = EPOLLIN;
+  uint32_t want = readPaused_ ? 0u : uint32_t(EPOLLIN);
   if (outOff_ < out_.size() || readWantsWrite_) want |= EPOLLOUT;
+  backlogged_.store(pendingOut() >= kOutHighWater, std::memory_order_relaxed);
   if (want != interest_ && loop_.modFd(fd_, want, this)) interest_ = want;
 }
 

@@ -84,7 +84,10 @@ class Conn final : public IoHandler {
   // lock, shared or exclusive, so this connection cannot be freed meanwhile).
   // Drop policy (PROTOCOL.md §5.4): a closing destination drops the new
   // packet (gone_disconnected); a full queue drops its head (queue_head).
-  void enqueuePacket(const NodePublic& src, ByteView packet, bool disco, LoopStats& stats);
+  // Returns true when the queue is now full: a caller on the destination's
+  // own loop then flushes it at once (see onSendPacket), as derper's writer
+  // goroutine would have drained it concurrently.
+  bool enqueuePacket(const NodePublic& src, ByteView packet, bool disco, LoopStats& stats);
   void enqueuePeerGone(const NodePublic& peer, derp::PeerGoneReason reason);
   void enqueuePeerPresent(const NodePublic& peer, const std::array<uint8_t, 16>& ip16,
                           uint16_t port, uint8_t flags);
@@ -97,6 +100,13 @@ class Conn final : public IoHandler {
   // lock when the key's last conn goes (PeerGone to former recipients).
   std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash>& sentTo() { return sentTo_; }
   std::atomic<bool> isDup_{false};  // mirror of regIsDup_ for the hot path
+  // Written by this conn's loop thread, read by senders on other loops: the
+  // output backlog is over kOutHighWater (a sender must not wait for it).
+  std::atomic<bool> backlogged_{false};
+
+  // Flow control between loops: resumes reading after a destination on
+  // another loop drained (loop thread).
+  void resumeReading();
 
  private:
   // I/O
@@ -124,6 +134,9 @@ class Conn final : public IoHandler {
   derp::HeaderVerdict classify(const derp::FrameHeader& h);
   bool onFrame(const derp::Frame& f);
   bool onClientInfo(ByteView payload);
+  enum class Delivery { Queued, DupNoActive, Unknown };
+  Delivery deliverLocal(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
+                        bool recordSentTo);
   void onSendPacket(ByteView payload);
   void onForwardPacket(ByteView payload);
   void onNotePreferred(ByteView payload);
@@ -138,6 +151,13 @@ class Conn final : public IoHandler {
   static constexpr size_t kOutHighWater = 64 * 1024;
   void linger();
   bool notHereAllowed();
+  void pauseReading();
+
+  // Set when a destination on another loop had a full queue: the rest of the
+  // current input waits in stash_ (reading from the socket stops) until that
+  // loop has flushed the destination and posted resumeReading() back.
+  bool readPaused_ = false;
+  Bytes stash_;
 
   Loop& loop_;
   int fd_;

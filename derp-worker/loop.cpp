@@ -57,6 +57,12 @@ Conn* Loop::adopt(std::unique_ptr<Conn> c) {
 
 void Loop::deferDelete(Conn* c) { pendingDelete_.push_back(c); }
 
+Conn* Loop::findConn(uint64_t connNum) {
+  auto it = conns_.find(connNum);
+  if (it == conns_.end() || it->second->isClosed()) return nullptr;
+  return it->second.get();
+}
+
 void Loop::armTimer(Conn* c, TimePoint when) {
   uint64_t seq = c->bumpTimerSeq();
   timers_.push(TimerEntry{when, c->connNum(), seq});

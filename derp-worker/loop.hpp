@@ -77,6 +77,8 @@ class Loop {
   static constexpr size_t kReadBufSize = 256 * 1024;
 
   size_t connCount() const { return conns_.size(); }
+  // The live connection with this number on this loop, or null (loop thread).
+  Conn* findConn(uint64_t connNum);
   // Closes every connection (loop thread; used at shutdown).
   void closeAll();
 

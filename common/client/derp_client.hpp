@@ -9,7 +9,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
+#include <vector>
 
 #include "common/crypto/keys.hpp"
 #include "common/proto/derp/frame.hpp"
@@ -43,6 +45,10 @@ struct ClientOptions {
   // When set, skip the ClientInfo/ServerInfo exchange (tests that want to
   // send raw or broken handshakes after the upgrade).
   bool rawAfterUpgrade = false;
+  // Tests: behave as if a TLS 1.3 meta cert had carried this key, over any
+  // transport (plain HTTP too): send Derp-Fast-Start: 1 with ClientInfo in the
+  // same write, expect no HTTP response, and check ServerKey against it.
+  std::optional<NodePublic> fastStartKeyForTest;
 };
 
 // What recv() returns.
