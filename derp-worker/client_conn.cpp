@@ -557,16 +557,27 @@ bool Conn::notHereAllowed() {
   return true;
 }
 
-Conn::Delivery Conn::deliverLocal(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
-                                  bool recordSentTo) {
+void Conn::deliver(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
+                   DropReason unknownReason) {
   LoopStats& st = loop_.stats();
+  // SendPacket records sentTo (PeerGone later); ForwardPacket does not.
+  bool recordSentTo = unknownReason == DropReason::UnknownDest;
   Registry& reg = loop_.server().registry();
   Conn* flushNow = nullptr;
   {
     std::shared_lock lk(reg.mu);
     Registry::Route r = reg.lookupLocked(dst);
-    if (r.dupNoActive) return Delivery::DupNoActive;
-    if (!r.dst) return Delivery::Unknown;
+    if (r.dupNoActive) {
+      st.drop(DropReason::DupClient, disco);
+      return;
+    }
+    if (!r.dst) {
+      lk.unlock();
+      st.drop(unknownReason, disco);
+      // PeerGone(NotHere) back to the sender, for disco only, rate-limited.
+      if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
+      return;
+    }
     if (recordSentTo) sentTo_[dst] = r.dst->connNum();
     if (r.dst->enqueuePacket(src, packet, disco, st)) {
       if (&r.dst->loop() == &loop_) {
@@ -593,7 +604,6 @@ Conn::Delivery Conn::deliverLocal(const NodePublic& dst, const NodePublic& src, 
   // write error closes the destination, which takes the lock; it cannot be
   // freed before this loop iteration ends.
   if (flushNow) flushNow->onScheduled();
-  return Delivery::Queued;
 }
 
 void Conn::onSendPacket(ByteView payload) {
@@ -604,17 +614,7 @@ void Conn::onSendPacket(ByteView payload) {
   st.packetsReceived.add();
   st.bytesReceived.add(packet.size());
   (disco ? st.packetsReceivedDisco : st.packetsReceivedOther).add();
-  switch (deliverLocal(dst, key_, packet, disco, true)) {
-    case Delivery::Queued:
-      return;
-    case Delivery::DupNoActive:
-      st.drop(DropReason::DupClient, disco);
-      return;
-    case Delivery::Unknown:
-      st.drop(DropReason::UnknownDest, disco);
-      if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
-      return;
-  }
+  deliver(dst, key_, packet, disco, DropReason::UnknownDest);
 }
 
 void Conn::onForwardPacket(ByteView payload) {
@@ -625,17 +625,7 @@ void Conn::onForwardPacket(ByteView payload) {
   bool disco = derp::looksLikeDisco(packet);
   st.forwardedIn.add();
   // Local delivery only: a forwarded packet is never forwarded again.
-  switch (deliverLocal(dst, src, packet, disco, false)) {
-    case Delivery::Queued:
-      return;
-    case Delivery::DupNoActive:
-      st.drop(DropReason::DupClient, disco);
-      return;
-    case Delivery::Unknown:
-      st.drop(DropReason::UnknownDestOnFwd, disco);
-      if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
-      return;
-  }
+  deliver(dst, src, packet, disco, DropReason::UnknownDestOnFwd);
 }
 
 void Conn::onNotePreferred(ByteView payload) {

@@ -134,9 +134,10 @@ class Conn final : public IoHandler {
   derp::HeaderVerdict classify(const derp::FrameHeader& h);
   bool onFrame(const derp::Frame& f);
   bool onClientInfo(ByteView payload);
-  enum class Delivery { Queued, DupNoActive, Unknown };
-  Delivery deliverLocal(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
-                        bool recordSentTo);
+  // Local delivery of a SendPacket (unknownReason UnknownDest) or a
+  // ForwardPacket (UnknownDestOnFwd), with the drop accounting of §5.3.
+  void deliver(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
+               DropReason unknownReason);
   void onSendPacket(ByteView payload);
   void onForwardPacket(ByteView payload);
   void onNotePreferred(ByteView payload);

@@ -13,6 +13,8 @@
 #include <optional>
 #include <system_error>
 
+#include "common/util/go_json.hpp"
+
 namespace derpd::crypto {
 
 namespace {
@@ -40,29 +42,6 @@ Result<std::array<uint8_t, kKeyLen>> parseHex64(std::string_view hex) {
   return out;
 }
 
-// Go's encoding/json matches field names with bytes.EqualFold: ASCII case
-// folding plus the two non-ASCII runes that fold onto ASCII letters, KELVIN
-// SIGN (U+212A ~ k) and LATIN SMALL LETTER LONG S (U+017F ~ s).
-bool jsonNameMatches(std::string_view key, std::string_view name) {
-  size_t i = 0;
-  for (char want : name) {
-    const char up = (want >= 'a' && want <= 'z') ? char(want - 32) : want;
-    if (i >= key.size()) return false;
-    unsigned char c = static_cast<unsigned char>(key[i]);
-    if (c < 0x80) {
-      const char got = (c >= 'a' && c <= 'z') ? char(c - 32) : char(c);
-      if (got != up) return false;
-      ++i;
-    } else if (up == 'K' && key.substr(i, 3) == "\xE2\x84\xAA") {
-      i += 3;
-    } else if (up == 'S' && key.substr(i, 2) == "\xC5\xBF") {
-      i += 2;
-    } else {
-      return false;
-    }
-  }
-  return i == key.size();
-}
 
 }  // namespace
 
@@ -197,7 +176,7 @@ class KeyFileHandler {
   bool end_object() { return close(); }
   bool end_array() { return close(); }
   bool key(json::string_t& k) {
-    if (depth_ == 1) pending_ = jsonNameMatches(k, "PrivateKey");
+    if (depth_ == 1) pending_ = goJsonNameMatches(k, "PrivateKey");
     return true;
   }
   bool parse_error(std::size_t pos, const std::string&, const nlohmann::detail::exception& ex) {

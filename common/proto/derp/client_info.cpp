@@ -11,6 +11,7 @@
 //    rejected, as Go's ParseInt fails too).
 //  - nlohmann stops at a NUL byte and skips a leading UTF-8 BOM; Go rejects
 //    both. The pre-pass rejects them.
+#include "common/util/go_json.hpp"
 #include "common/proto/derp/client_info.hpp"
 
 #include <clocale>
@@ -179,29 +180,6 @@ Result<void> normalizeForGo(std::string_view in, std::string& out, bool& changed
   return okResult();
 }
 
-// Go's encoding/json matches field names with bytes.EqualFold: ASCII case
-// folding plus the two non-ASCII runes that fold onto ASCII letters, KELVIN
-// SIGN (U+212A ~ k) and LATIN SMALL LETTER LONG S (U+017F ~ s).
-bool jsonNameMatches(std::string_view key, std::string_view name) {
-  size_t i = 0;
-  for (char want : name) {
-    const char up = (want >= 'a' && want <= 'z') ? char(want - 32) : want;
-    if (i >= key.size()) return false;
-    const unsigned char c = static_cast<unsigned char>(key[i]);
-    if (c < 0x80) {
-      const char got = (c >= 'a' && c <= 'z') ? char(c - 32) : char(c);
-      if (got != up) return false;
-      ++i;
-    } else if (up == 'K' && key.substr(i, 3) == "\xE2\x84\xAA") {
-      i += 3;
-    } else if (up == 'S' && key.substr(i, 2) == "\xC5\xBF") {
-      i += 2;
-    } else {
-      return false;
-    }
-  }
-  return i == key.size();
-}
 
 // One known field of the target struct.
 struct FieldSpec {
@@ -283,7 +261,7 @@ class FieldsHandler {
       // Field names are distinct under folding, so the first match is the
       // only one; a repeated key simply overwrites (last one wins, as Go).
       for (const FieldSpec& f : fields_) {
-        if (jsonNameMatches(k, f.name)) {
+        if (goJsonNameMatches(k, f.name)) {
           pending_ = &f;
           break;
         }

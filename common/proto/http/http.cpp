@@ -311,15 +311,20 @@ bool RequestHead::hasToken(std::string_view name, std::string_view token) const 
   return false;
 }
 
-RequestParse parseRequestHead(std::string_view buf, size_t maxHead) {
-  RequestParse r{ParseStatus::Incomplete, {}, {}};
+namespace {
+
+// The shared body of both head parsers: scan for the end of the head, judge
+// the first line as soon as it is whole, then parse the header fields.
+template <typename Parse, typename Head, typename FirstLine>
+Parse parseHead(std::string_view buf, size_t maxHead, FirstLine parseFirstLine) {
+  Parse r{ParseStatus::Incomplete, {}, {}};
   const HeadScan scan = scanHead(buf, maxHead);
   if (scan.status != ParseStatus::Complete) {
-    // Refuse garbage early: once the request line is whole it can be judged
+    // Refuse garbage early: once the first line is whole it can be judged
     // without waiting for the rest of the head.
     if (scan.firstLineEnd != 0) {
-      RequestHead tmp;
-      if (!parseRequestLine(chompLine(buf.substr(0, scan.firstLineEnd)), tmp, r.error)) {
+      Head tmp;
+      if (!parseFirstLine(chompLine(buf.substr(0, scan.firstLineEnd)), tmp, r.error)) {
         r.status = ParseStatus::Invalid;
         return r;
       }
@@ -329,10 +334,10 @@ RequestParse parseRequestHead(std::string_view buf, size_t maxHead) {
   }
   std::string_view head = buf.substr(0, scan.end);
   const size_t firstEnd = head.find('\n') + 1;
-  if (!parseRequestLine(chompLine(head.substr(0, firstEnd)), r.head, r.error) ||
+  if (!parseFirstLine(chompLine(head.substr(0, firstEnd)), r.head, r.error) ||
       !parseFields(head, firstEnd, r.head.headers, r.error)) {
     r.status = ParseStatus::Invalid;
-    r.head = RequestHead{};
+    r.head = Head{};
     return r;
   }
   r.head.headLen = scan.end;
@@ -340,31 +345,14 @@ RequestParse parseRequestHead(std::string_view buf, size_t maxHead) {
   return r;
 }
 
+}  // namespace
+
+RequestParse parseRequestHead(std::string_view buf, size_t maxHead) {
+  return parseHead<RequestParse, RequestHead>(buf, maxHead, parseRequestLine);
+}
+
 ResponseParse parseResponseHead(std::string_view buf, size_t maxHead) {
-  ResponseParse r{ParseStatus::Incomplete, {}, {}};
-  const HeadScan scan = scanHead(buf, maxHead);
-  if (scan.status != ParseStatus::Complete) {
-    if (scan.firstLineEnd != 0) {
-      ResponseHead tmp;
-      if (!parseStatusLine(chompLine(buf.substr(0, scan.firstLineEnd)), tmp, r.error)) {
-        r.status = ParseStatus::Invalid;
-        return r;
-      }
-    }
-    r.status = scan.status;
-    return r;
-  }
-  std::string_view head = buf.substr(0, scan.end);
-  const size_t firstEnd = head.find('\n') + 1;
-  if (!parseStatusLine(chompLine(head.substr(0, firstEnd)), r.head, r.error) ||
-      !parseFields(head, firstEnd, r.head.headers, r.error)) {
-    r.status = ParseStatus::Invalid;
-    r.head = ResponseHead{};
-    return r;
-  }
-  r.head.headLen = scan.end;
-  r.status = ParseStatus::Complete;
-  return r;
+  return parseHead<ResponseParse, ResponseHead>(buf, maxHead, parseStatusLine);
 }
 
 std::optional<std::string> queryValue(std::string_view query, std::string_view key) {
