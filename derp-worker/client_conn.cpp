@@ -204,6 +204,7 @@ bool Conn::readSome() {
     }
     onBytes(ByteView(buf, size_t(n)));
     if (state_ == State::Closed) return false;
+    if (readPaused_) return true;  // resumeReading() picks up the rest
     if (!ssl_ && size_t(n) < Loop::kReadBufSize) return true;
   }
   return true;

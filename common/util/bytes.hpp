@@ -36,9 +36,11 @@ inline uint32_t getU32BE(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 inline void appendU32BE(Bytes& out, uint32_t v) {
-  uint8_t b[4];
-  putU32BE(b, v);
-  out.insert(out.end(), b, b + 4);
+  // resize + store rather than insert(): g++ 12 at -O2 reports a false
+  // -Warray-bounds for a 4-byte insert into a 1-byte vector.
+  size_t n = out.size();
+  out.resize(n + 4);
+  putU32BE(out.data() + n, v);
 }
 
 }  // namespace derpd
