@@ -5,7 +5,12 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -13,6 +18,8 @@
 
 #include "common/crypto/keys.hpp"
 #include "common/log/log.hpp"
+#include "common/net/listener.hpp"
+#include "common/proc/sandbox.hpp"
 #include "options.hpp"
 #include "server.hpp"
 #include "tls.hpp"
@@ -41,6 +48,24 @@ Result<std::string> readMeshKey(const std::string& path) {
   return s;
 }
 
+// The key file's bytes from a pipe written by derpd (no secret in argv).
+Result<crypto::NodePrivate> readKeyFromFd(int fd) {
+  std::string data;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return makeError(std::string("read --key-fd: ") + std::strerror(errno));
+    if (n == 0) break;
+    data.append(buf, size_t(n));
+    if (data.size() > 64 * 1024) return makeError("--key-fd: key file too large");
+  }
+  ::close(fd);
+  auto k = crypto::parseKeyFile(data);
+  std::fill(data.begin(), data.end(), '\0');
+  return k;
+}
+
 int fail(const std::string& msg) {
   LOG_ERR("{}", msg);
   return 1;
@@ -67,7 +92,11 @@ int main(int argc, char** argv) {
 
   // Server key.
   crypto::NodePrivate key;
-  if (!opts->configPath.empty()) {
+  if (opts->keyFd >= 0) {
+    auto k = readKeyFromFd(opts->keyFd);
+    if (!k) return fail("server key: " + k.error());
+    key = *k;
+  } else if (!opts->configPath.empty()) {
     bool created = false;
     auto k = crypto::loadOrCreateKeyFile(opts->configPath, &created);
     if (!k) return fail("key file: " + k.error());
@@ -91,7 +120,7 @@ int main(int argc, char** argv) {
     cfg.meshKey = *mk;
   }
 
-  auto hp = splitHostPort(opts->addr);
+  auto hp = net::splitHostPort(opts->addr);
   if (!hp) return fail("-a: " + hp.error());
   bool tls = hp->port == 443 || opts->certMode == "manual";
   if (tls) {
@@ -118,7 +147,17 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   Server server(std::move(cfg));
-  if (auto r = server.listen(opts->addr, opts->httpPort); !r) return fail("listen: " + r.error());
+  if (opts->listenFd >= 0) {
+    server.adoptListeners(opts->listenFd, opts->port80Fd);
+  } else if (auto r = server.listen(opts->addr, opts->httpPort); !r) {
+    return fail("listen: " + r.error());
+  }
+  // Everything is loaded: enter the sandbox before serving.
+  if (!opts->user.empty() || !opts->chrootDir.empty()) {
+    auto sb = proc::enterSandbox({opts->user, opts->chrootDir});
+    if (!sb) return fail("sandbox: " + sb.error());
+    LOG_INFO("sandbox: {}", *sb);
+  }
   if (auto r = server.start(); !r) return fail("start: " + r.error());
 
   std::string host = hp->host.empty() ? "[::]" : (hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host);

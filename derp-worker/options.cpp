@@ -51,6 +51,14 @@ const std::map<std::string, Flag>& flags() {
          if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error")
            return makeError("log level must be trace, debug, info, warn or error");
          o.logLevel = v; return {}; }}},
+      {"listen-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.listenFd = *i; return {}; }}},
+      {"port80-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.port80Fd = *i; return {}; }}},
+      {"key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.keyFd = *i; return {}; }}},
+      {"user", {false, [](Options& o, const std::string& v) -> Result<void> { o.user = v; return {}; }}},
+      {"chroot", {false, [](Options& o, const std::string& v) -> Result<void> { o.chrootDir = v; return {}; }}},
       {"version", {true, [](Options& o, const std::string& v) -> Result<void> {
          auto b = parseBool(v); if (!b) return makeError(b.error()); o.version = *b; return {}; }}},
       {"help", {true, [](Options& o, const std::string& v) -> Result<void> { o.help = true; return {}; }}},
@@ -100,34 +108,6 @@ Result<Options> parseOptions(const std::vector<std::string>& args) {
   return o;
 }
 
-Result<HostPort> splitHostPort(const std::string& addr) {
-  HostPort hp;
-  std::string portStr;
-  if (!addr.empty() && addr[0] == '[') {
-    auto close = addr.find(']');
-    if (close == std::string::npos || close + 1 >= addr.size() || addr[close + 1] != ':')
-      return makeError("bad address \"" + addr + "\"");
-    hp.host = addr.substr(1, close - 1);
-    portStr = addr.substr(close + 2);
-  } else {
-    auto colon = addr.rfind(':');
-    if (colon == std::string::npos) return makeError("address \"" + addr + "\" has no port");
-    hp.host = addr.substr(0, colon);
-    if (hp.host.find(':') != std::string::npos) return makeError("IPv6 address must be in brackets: \"" + addr + "\"");
-    portStr = addr.substr(colon + 1);
-  }
-  if (portStr == "https") {
-    hp.port = 443;
-  } else if (portStr == "http") {
-    hp.port = 80;
-  } else {
-    auto p = parseInt(portStr);
-    if (!p || *p < 0 || *p > 65535) return makeError("bad port in address \"" + addr + "\"");
-    hp.port = *p;
-  }
-  return hp;
-}
-
 std::string usage() {
   return R"(usage: derp-worker [flags]
 
@@ -150,6 +130,12 @@ It normally runs under derpd; it also runs on its own with derper's flags.
   --threads N           event loops (default: number of CPUs)
   --log-level LEVEL     trace, debug, info (default), warn, error
   -version              print the version and exit
+
+Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
+  --listen-fd N, --port80-fd N   listening sockets to use instead of binding
+  --key-fd N            read the key file's contents from this descriptor
+  --user NAME           when root: drop to this user after loading
+  --chroot DIR          when root: chroot into this empty directory
   -h, --help            this text
 )";
 }

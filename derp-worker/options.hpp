@@ -25,17 +25,17 @@ struct Options {
   bool version = false;               // -version
   bool help = false;                  // -h / --help
   bool addrSet = false;               // -a given explicitly
+  // Set by derpd when it starts this process (not for interactive use):
+  int listenFd = -1;                  // --listen-fd: inherited main listener
+  int port80Fd = -1;                  // --port80-fd: inherited port-80 listener
+  int keyFd = -1;                     // --key-fd: pipe carrying the key file's bytes
+  std::string user;                   // --user: drop to this user (when root)
+  std::string chrootDir;              // --chroot: empty directory to chroot into
 };
 
 // Parses argv (without argv[0]). Errors name the flag.
 Result<Options> parseOptions(const std::vector<std::string>& args);
 std::string usage();
 
-// Splits "host:port" / "[v6]:port" / ":port". Empty host = all addresses.
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
-Result<HostPort> splitHostPort(const std::string& addr);
 
 }  // namespace derpd::worker

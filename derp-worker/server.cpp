@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,10 +15,11 @@
 #include <cstring>
 #include <ctime>
 #include <algorithm>
-#include <fstream>
+#include <cstdio>
 
 #include "client_conn.hpp"
 #include "common/log/log.hpp"
+#include "common/net/listener.hpp"
 
 namespace derpd::worker {
 
@@ -75,6 +77,8 @@ Server::Server(ServerConfig cfg)
       publicKey_(cfg_.privateKey.publicKey()),
       registry_(gauges_, publicKey_),
       startUnix_(long(std::time(nullptr))) {
+  procFdDir_ = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  procStatm_ = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   int n = cfg_.threads > 0 ? cfg_.threads : 1;
   for (int i = 0; i < n; ++i) loops_.push_back(std::make_unique<Loop>(*this, i));
 }
@@ -86,6 +90,8 @@ Server::~Server() {
   loops_.clear();
   if (listenFd_ >= 0) ::close(listenFd_);
   if (port80Fd_ >= 0) ::close(port80Fd_);
+  if (procFdDir_ >= 0) ::close(procFdDir_);
+  if (procStatm_ >= 0) ::close(procStatm_);
 }
 
 bool Server::meshKeyMatches(const std::string& presented) const {
@@ -99,66 +105,32 @@ bool Server::meshKeyMatches(const std::string& presented) const {
   return diff == 0;
 }
 
-static Result<int> bindListener(const std::string& host, int port, int* boundPort) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  std::string portStr = std::to_string(port);
-  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), portStr.c_str(), &hints, &res);
-  if (rc != 0) return makeError("resolve \"" + host + "\": " + gai_strerror(rc));
-  // Prefer IPv6 wildcard (dual stack) for an empty host, as Go does.
-  addrinfo* pick = res;
-  if (host.empty()) {
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      if (ai->ai_family == AF_INET6) { pick = ai; break; }
-    }
-  }
-  int fd = ::socket(pick->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    ::freeaddrinfo(res);
-    return makeError(std::string("socket: ") + std::strerror(errno));
-  }
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (pick->ai_family == AF_INET6 && host.empty()) {
-    int zero = 0;
-    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  }
-  if (::bind(fd, pick->ai_addr, pick->ai_addrlen) != 0) {
-    int e = errno;
-    ::freeaddrinfo(res);
-    ::close(fd);
-    return makeError("bind [" + host + "]:" + portStr + ": " + std::strerror(e));
-  }
-  ::freeaddrinfo(res);
-  if (::listen(fd, 4096) != 0) {
-    int e = errno;
-    ::close(fd);
-    return makeError(std::string("listen: ") + std::strerror(e));
-  }
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  *boundPort = ss.ss_family == AF_INET ? ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port)
-                                       : ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-  return fd;
-}
-
 Result<void> Server::listen(const std::string& addr, int httpPort) {
-  auto hp = splitHostPort(addr);
+  auto hp = net::splitHostPort(addr);
   if (!hp) return makeError(hp.error());
   mainHost_ = hp->host;
-  auto fd = bindListener(hp->host, hp->port, &mainPort_);
+  auto fd = net::listenTcp(hp->host, hp->port);
   if (!fd) return makeError(fd.error());
-  listenFd_ = *fd;
+  int fd80 = -1;
   if (cfg_.tls && httpPort >= 0) {
-    auto fd80 = bindListener(hp->host, httpPort, &port80Port_);
-    if (!fd80) return makeError("port-80 listener: " + fd80.error());
-    port80Fd_ = *fd80;
+    auto r80 = net::listenTcp(hp->host, httpPort);
+    if (!r80) {
+      ::close(*fd);
+      return makeError("port-80 listener: " + r80.error());
+    }
+    fd80 = *r80;
   }
+  adoptListeners(*fd, fd80);
   return {};
+}
+
+void Server::adoptListeners(int mainFd, int port80Fd) {
+  listenFd_ = mainFd;
+  mainPort_ = net::localPort(mainFd);
+  if (port80Fd >= 0) {
+    port80Fd_ = port80Fd;
+    port80Port_ = net::localPort(port80Fd);
+  }
 }
 
 Result<void> Server::start() {
@@ -202,22 +174,32 @@ double Server::averageQueueMs() const {
   return loops_.empty() ? 0 : sum / double(loops_.size());
 }
 
-static int64_t countOpenFds() {
-  int64_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
-    while (dirent* e = ::readdir(d)) {
-      if (e->d_name[0] != '.') ++n;
-    }
-    ::closedir(d);
-    --n;  // the directory stream itself
+// Both read through descriptors opened at start, so they work in a chroot.
+static int64_t countOpenFds(int dirFd) {
+  if (dirFd < 0) return 0;
+  int dup = ::openat(dirFd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dup < 0) return 0;
+  DIR* d = ::fdopendir(dup);
+  if (!d) {
+    ::close(dup);
+    return 0;
   }
-  return n;
+  int64_t n = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] != '.') ++n;
+  }
+  ::closedir(d);
+  return n - 1;  // the directory stream itself
 }
 
-static uint64_t residentBytes() {
-  std::ifstream f("/proc/self/statm");
-  uint64_t size = 0, rss = 0;
-  f >> size >> rss;
+static uint64_t residentBytes(int statmFd) {
+  char buf[128];
+  if (statmFd < 0) return 0;
+  ssize_t n = ::pread(statmFd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  unsigned long long size = 0, rss = 0;
+  if (std::sscanf(buf, "%llu %llu", &size, &rss) != 2) return 0;
   return rss * uint64_t(::sysconf(_SC_PAGESIZE));
 }
 
@@ -268,8 +250,8 @@ std::string Server::varz() const {
   w.gauge("derp_clients_total", gauges_.clientsLocal.load());
   w.gauge("derp_clients_remote", 0);
   w.gauge("derp_watchers", gauges_.watchers.load());
-  w.gauge("derp_current_file_descriptors", countOpenFds());
-  w.gauge("derp_memstats_sys0", int64_t(residentBytes()));
+  w.gauge("derp_current_file_descriptors", countOpenFds(procFdDir_));
+  w.gauge("derp_memstats_sys0", int64_t(residentBytes(procStatm_)));
   std::vector<std::pair<std::string, uint64_t>> closes;
   for (size_t i = 0; i < size_t(CloseReason::kCount); ++i) {
     closes.emplace_back(closeReasonName(CloseReason(i)),
@@ -295,8 +277,8 @@ std::string Server::varz() const {
   }
 #undef SUM
   w.counter("uptime_sec", uint64_t(std::time(nullptr) - startUnix_));
-  w.gauge("process_resident_memory_bytes", int64_t(residentBytes()));
-  w.gauge("process_open_fds", countOpenFds());
+  w.gauge("process_resident_memory_bytes", int64_t(residentBytes(procStatm_)));
+  w.gauge("process_open_fds", countOpenFds(procFdDir_));
   w.untyped("process_start_unix_time", double(startUnix_));
   return w.render();
 }

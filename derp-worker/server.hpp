@@ -34,6 +34,8 @@ class Server {
   // Binds the main listener (and the port-80 one when httpPort >= 0 in TLS
   // mode). Errors name the address.
   Result<void> listen(const std::string& addr, int httpPort);
+  // Uses listeners opened by derpd (port80Fd -1: none).
+  void adoptListeners(int mainFd, int port80Fd);
   Result<void> start();  // spawns the loop threads
   void stop();           // any thread; loops close their connections and exit
   void join();
@@ -74,6 +76,9 @@ class Server {
   std::string mainHost_;
   std::atomic<uint64_t> connNum_{0};
   long startUnix_;
+  // Opened before any chroot so /debug/varz keeps its process figures.
+  int procFdDir_ = -1;
+  int procStatm_ = -1;
 };
 
 }  // namespace derpd::worker

@@ -250,6 +250,11 @@ Bytes concat(std::initializer_list<ByteView> parts) {
 // ---------------------------------------------------------------------------
 // WorkerProcess
 
+std::string binDir() {
+  if (const char* d = std::getenv("DERPD_TEST_BIN_DIR"); d && *d) return d;
+  return DERPD_BIN_DIR;
+}
+
 std::string workerBinary() {
   const char* dir = std::getenv("DERPD_TEST_BIN_DIR");
   if (dir && *dir) return std::string(dir) + "/derp-worker";
@@ -279,10 +284,10 @@ WorkerProcess::~WorkerProcess() {
   if (pid_ > 0 && !exitStatus_) kill9();
 }
 
-Result<void> WorkerProcess::start(const std::vector<std::string>& args) {
+Result<void> WorkerProcess::start(const std::vector<std::string>& args, const std::string& binary) {
   if (pid_ > 0) return makeError("worker already started");
   args_ = args;
-  std::string bin = workerBinary();
+  std::string bin = binary.empty() ? workerBinary() : binary;
   if (::access(bin.c_str(), X_OK) != 0) return makeError("no executable at " + bin);
 
   std::vector<std::string> argvStrings;
@@ -1464,6 +1469,26 @@ WorkerProcess* WorkerTest::startWorkerArgs(const std::vector<std::string>& args)
     return nullptr;
   }
   return w;
+}
+
+WorkerProcess* WorkerTest::startDerpd(const std::vector<std::string>& args) {
+  workers_.push_back(std::make_unique<WorkerProcess>());
+  WorkerProcess* w = workers_.back().get();
+  auto r = w->start(args, binDir() + "/derpd");
+  if (!r.ok()) {
+    ADD_FAILURE() << "derpd start: " << r.error() << "\n" << w->logText();
+    return nullptr;
+  }
+  return w;
+}
+
+std::vector<std::string> WorkerTest::derpdArgs() {
+  std::string conf = tmp().file("derpd.conf");
+  writeFile(conf, "# empty: defaults and flags only\n");
+  std::vector<std::string> a = {"--config", conf, "--runtime-dir", tmp().file("run"), "-a", "127.0.0.1:0",
+                                "-dev", "--threads", "2", "--log-level", "debug"};
+  if (::geteuid() == 0) a.insert(a.end(), {"--user", "nobody"});
+  return a;
 }
 
 void WorkerTest::TearDown() {

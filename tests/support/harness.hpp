@@ -105,6 +105,8 @@ Bytes concat(std::initializer_list<ByteView> parts);
 // Path of the binary: $DERPD_TEST_BIN_DIR/derp-worker if set, else
 // DERPD_BIN_DIR/derp-worker.
 std::string workerBinary();
+// The directory of the binaries under test ($DERPD_TEST_BIN_DIR or DERPD_BIN_DIR).
+std::string binDir();
 
 class WorkerProcess {
  public:
@@ -121,7 +123,8 @@ class WorkerProcess {
   // "serving DERP on <url>" line (and, in TLS mode with -http-port >= 0, the
   // "serving port-80 HTTP on <url>" line), or fails after kStartDeadline or
   // when the process exits first.
-  Result<void> start(const std::vector<std::string>& args);
+  // `binary` overrides the executable (default: workerBinary()).
+  Result<void> start(const std::vector<std::string>& args, const std::string& binary = "");
   // Sends `sig` (SIGTERM) and waits for exit; after kStopDeadline sends
   // SIGKILL and fails. Returns the exit code (or 128+signal when killed).
   Result<int> stop(int sig = SIGTERM);
@@ -412,6 +415,12 @@ class WorkerTest : public ::testing::Test {
   // nullptr (with a recorded failure) when the worker does not become ready.
   WorkerProcess* startWorker(const WorkerConfig& cfg);
   WorkerProcess* startWorkerArgs(const std::vector<std::string>& args);
+  // Starts the supervisor (binDir()/derpd) with `args`; ready when its
+  // derp-worker child logs "serving DERP on". Stopped at TearDown like workers.
+  WorkerProcess* startDerpd(const std::vector<std::string>& args);
+  // derpd arguments for a test: an empty --config, --runtime-dir in tmp(),
+  // --user nobody when root, -dev on 127.0.0.1:0, two loops, debug logs.
+  std::vector<std::string> derpdArgs();
   // The argument list startWorker() uses for cfg (creates key/cert files).
   std::vector<std::string> buildArgs(const WorkerConfig& cfg, std::string* hostname,
                                      std::string* caFile);

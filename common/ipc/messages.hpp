@@ -1,0 +1,233 @@
+// The control-plane message catalogue: every IPC message type and payload.
+// Payloads are msgpack maps (field name -> value) so fields can be added
+// without breaking an older peer: unknown keys are ignored, missing keys keep
+// their defaults. Who may send what, and how big, is in policy.hpp.
+// Included by every process, at any privilege. IPC types only (STYLE.md §8).
+#pragma once
+
+#include <msgpack.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "common/ipc/role.hpp"
+
+namespace derpd::ipc {
+
+// Bumped on any incompatible change to the envelope or to an existing message.
+// Both sides of a connection must agree (Hello); a mismatch is fatal.
+inline constexpr uint16_t kIpcVersion = 1;
+
+// Wire values are stable: never renumber, only append. The high byte groups by
+// direction.
+enum class MsgType : uint16_t {
+  // any -> any: the first message on every connection.
+  Hello = 0x0001,
+
+  // supervisor -> child
+  Reload = 0x0100,     // re-read config / key material; keep connections
+  Shutdown = 0x0101,   // stop accepting, drain until the deadline, exit 0
+  LogReopen = 0x0102,  // reopen log files (SIGUSR1)
+
+  // child -> supervisor
+  Ready = 0x0200,          // started and listening
+  MetricsReport = 0x0201,  // periodic counters/gauges
+
+  // derp-worker <-> supervisor (/debug/varz aggregation)
+  MetricsSnapshotRequest = 0x0300,  // derp-worker -> supervisor
+  MetricsSnapshotReply = 0x0301,    // supervisor -> derp-worker
+};
+
+// PascalCase name ("MetricsReport"), or "unknown" for a value not in MsgType.
+constexpr std::string_view msgTypeName(MsgType t) {
+  switch (t) {
+    case MsgType::Hello: return "Hello";
+    case MsgType::Reload: return "Reload";
+    case MsgType::Shutdown: return "Shutdown";
+    case MsgType::LogReopen: return "LogReopen";
+    case MsgType::Ready: return "Ready";
+    case MsgType::MetricsReport: return "MetricsReport";
+    case MsgType::MetricsSnapshotRequest: return "MetricsSnapshotRequest";
+    case MsgType::MetricsSnapshotReply: return "MetricsSnapshotReply";
+  }
+  return "unknown";
+}
+// True when `raw` is a MsgType value this build knows.
+constexpr bool isKnownMsgType(uint16_t raw) {
+  return msgTypeName(static_cast<MsgType>(raw)) != "unknown";
+}
+// Name of a raw wire value; "unknown(0x1234)" for a value not in MsgType.
+std::string msgTypeName(uint16_t raw);
+
+enum class MetricType : uint8_t { Counter, Gauge };  // wire: "counter" / "gauge"
+
+constexpr std::string_view metricTypeName(MetricType t) {
+  return t == MetricType::Counter ? "counter" : "gauge";
+}
+
+}  // namespace derpd::ipc
+
+// msgpack adaptors: Role and MetricType travel as their names, so a value this
+// build does not know is a decode error rather than an out-of-range enum.
+namespace msgpack {
+MSGPACK_API_VERSION_NAMESPACE(MSGPACK_DEFAULT_API_NS) {
+  namespace adaptor {
+
+  template <>
+  struct convert<derpd::ipc::Role> {
+    const msgpack::object& operator()(const msgpack::object& o, derpd::ipc::Role& v) const {
+      if (o.type != msgpack::type::STR) throw msgpack::type_error();
+      auto r = derpd::ipc::roleFromName(std::string_view(o.via.str.ptr, o.via.str.size));
+      if (!r) throw msgpack::type_error();
+      v = *r;
+      return o;
+    }
+  };
+
+  template <>
+  struct pack<derpd::ipc::Role> {
+    template <typename Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& pk, derpd::ipc::Role v) const {
+      const std::string_view n = derpd::ipc::roleName(v);
+      pk.pack_str(static_cast<uint32_t>(n.size()));
+      pk.pack_str_body(n.data(), static_cast<uint32_t>(n.size()));
+      return pk;
+    }
+  };
+
+  template <>
+  struct convert<derpd::ipc::MetricType> {
+    const msgpack::object& operator()(const msgpack::object& o, derpd::ipc::MetricType& v) const {
+      if (o.type != msgpack::type::STR) throw msgpack::type_error();
+      const std::string_view s(o.via.str.ptr, o.via.str.size);
+      if (s == "counter") {
+        v = derpd::ipc::MetricType::Counter;
+      } else if (s == "gauge") {
+        v = derpd::ipc::MetricType::Gauge;
+      } else {
+        throw msgpack::type_error();
+      }
+      return o;
+    }
+  };
+
+  template <>
+  struct pack<derpd::ipc::MetricType> {
+    template <typename Stream>
+    msgpack::packer<Stream>& operator()(msgpack::packer<Stream>& pk, derpd::ipc::MetricType v) const {
+      const std::string_view n = derpd::ipc::metricTypeName(v);
+      pk.pack_str(static_cast<uint32_t>(n.size()));
+      pk.pack_str_body(n.data(), static_cast<uint32_t>(n.size()));
+      return pk;
+    }
+  };
+
+  }  // namespace adaptor
+}  // MSGPACK_API_VERSION_NAMESPACE
+}  // namespace msgpack
+
+// A payload with no fields yet: an empty msgpack map (MSGPACK_DEFINE_MAP()
+// does not accept an empty list). Decoding still insists on a map.
+#define DERPD_IPC_DEFINE_EMPTY_MAP()                                  \
+  template <typename Packer>                                          \
+  void msgpack_pack(Packer& pk) const {                               \
+    pk.pack_map(0);                                                   \
+  }                                                                   \
+  void msgpack_unpack(const msgpack::object& o) {                     \
+    if (o.type != msgpack::type::MAP) throw msgpack::type_error();    \
+  }
+
+namespace derpd::ipc {
+
+// ---- any -> any ----
+
+// First message on every connection, in both directions. `role` must equal
+// the sender's routing identity; `ipcVersion` must equal kIpcVersion.
+struct Hello {
+  static constexpr MsgType kType = MsgType::Hello;
+  Role role = Role::Supervisor;
+  std::string buildId;  // DERPD_VERSION + git rev; informational
+  uint16_t ipcVersion = kIpcVersion;
+  MSGPACK_DEFINE_MAP(role, MSGPACK_NVP("build_id", buildId), MSGPACK_NVP("ipc_version", ipcVersion));
+  bool operator==(const Hello&) const = default;
+};
+
+// ---- supervisor -> child ----
+
+struct Reload {
+  static constexpr MsgType kType = MsgType::Reload;
+  DERPD_IPC_DEFINE_EMPTY_MAP()
+  bool operator==(const Reload&) const = default;
+};
+
+struct Shutdown {
+  static constexpr MsgType kType = MsgType::Shutdown;
+  uint32_t drainDeadlineMs = 0;  // 0: exit at once
+  MSGPACK_DEFINE_MAP(MSGPACK_NVP("drain_deadline_ms", drainDeadlineMs));
+  bool operator==(const Shutdown&) const = default;
+};
+
+struct LogReopen {
+  static constexpr MsgType kType = MsgType::LogReopen;
+  DERPD_IPC_DEFINE_EMPTY_MAP()
+  bool operator==(const LogReopen&) const = default;
+};
+
+// ---- child -> supervisor ----
+
+struct Ready {
+  static constexpr MsgType kType = MsgType::Ready;
+  int32_t pid = 0;  // informational: the supervisor uses its own fork() result
+  MSGPACK_DEFINE_MAP(pid);
+  bool operator==(const Ready&) const = default;
+};
+
+struct Metric {
+  std::string name;    // derper's name where derper has one, else "derpd_..."
+  std::string labels;  // Prometheus label body without braces, e.g. `reason="x"`; may be empty
+  double value = 0;
+  MetricType type = MetricType::Counter;
+  MSGPACK_DEFINE_MAP(name, labels, value, type);
+  bool operator==(const Metric&) const = default;
+};
+
+struct MetricsReport {
+  static constexpr MsgType kType = MsgType::MetricsReport;
+  std::vector<Metric> metrics;
+  MSGPACK_DEFINE_MAP(metrics);
+  bool operator==(const MetricsReport&) const = default;
+};
+
+// ---- derp-worker <-> supervisor ----
+
+struct MetricsSnapshotRequest {
+  static constexpr MsgType kType = MsgType::MetricsSnapshotRequest;
+  DERPD_IPC_DEFINE_EMPTY_MAP()
+  bool operator==(const MetricsSnapshotRequest&) const = default;
+};
+
+struct RoleMetrics {
+  Role role = Role::Supervisor;
+  std::vector<Metric> metrics;
+  MSGPACK_DEFINE_MAP(role, metrics);
+  bool operator==(const RoleMetrics&) const = default;
+};
+
+// Answers MetricsSnapshotRequest with the same request_id. The supervisor's
+// own entry (role derpd) carries the per-role up/restart counters.
+struct MetricsSnapshotReply {
+  static constexpr MsgType kType = MsgType::MetricsSnapshotReply;
+  std::vector<RoleMetrics> roles;
+  MSGPACK_DEFINE_MAP(roles);
+  bool operator==(const MetricsSnapshotReply&) const = default;
+};
+
+// Every payload type, for tests, the fuzzer and docs/IPC.md.
+using AllMessages = std::tuple<Hello, Reload, Shutdown, LogReopen, Ready, MetricsReport,
+                               MetricsSnapshotRequest, MetricsSnapshotReply>;
+
+}  // namespace derpd::ipc

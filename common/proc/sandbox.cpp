@@ -1,0 +1,57 @@
+#include "common/proc/sandbox.hpp"
+
+#include <grp.h>
+#include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log/log.hpp"
+
+namespace derpd::proc {
+
+static std::string errnoText(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+Result<std::string> enterSandbox(const SandboxSpec& spec) {
+  if (::geteuid() != 0) {
+    LOG_WARN("running as uid {} (not root): privilege drop and chroot skipped", ::geteuid());
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return makeError(errnoText("PR_SET_NO_NEW_PRIVS"));
+    return std::string("not root: no drop");
+  }
+  if (spec.user.empty()) return makeError("no unprivileged user configured");
+  // Look the user up before chroot: /etc is not there afterwards.
+  errno = 0;
+  passwd* pw = ::getpwnam(spec.user.c_str());
+  if (!pw) return makeError("unknown user \"" + spec.user + "\"");
+  uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  if (uid == 0) return makeError("user \"" + spec.user + "\" is root");
+  if (!spec.chrootDir.empty()) {
+    if (::chroot(spec.chrootDir.c_str()) != 0) return makeError(errnoText(("chroot " + spec.chrootDir).c_str()));
+    if (::chdir("/") != 0) return makeError(errnoText("chdir /"));
+  }
+  if (::setgroups(1, &gid) != 0) return makeError(errnoText("setgroups"));
+  if (::setresgid(gid, gid, gid) != 0) return makeError(errnoText("setresgid"));
+  if (::setresuid(uid, uid, uid) != 0) return makeError(errnoText("setresuid"));
+  // Regaining root must be impossible.
+  if (::setuid(0) == 0) return makeError("privilege drop failed: setuid(0) succeeded");
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return makeError(errnoText("PR_SET_NO_NEW_PRIVS"));
+  std::string what = "uid " + std::to_string(uid) + " gid " + std::to_string(gid);
+  if (!spec.chrootDir.empty()) what += ", chroot " + spec.chrootDir;
+  return what;
+}
+
+Result<void> prepareEmptyDir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return makeError(errnoText(("mkdir " + path).c_str()));
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return makeError(errnoText(("stat " + path).c_str()));
+  if (!S_ISDIR(st.st_mode)) return makeError(path + " is not a directory");
+  if (::geteuid() == 0 && st.st_uid != 0) return makeError(path + " is not owned by root");
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) return makeError(path + " is writable by group or others");
+  return {};
+}
+
+}  // namespace derpd::proc

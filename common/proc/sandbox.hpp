@@ -1,0 +1,26 @@
+// Entering a role's sandbox (STYLE.md §3): chroot to an empty directory,
+// setgroups/setresgid/setresuid to an unprivileged user, PR_SET_NO_NEW_PRIVS.
+// Called by each child after it has loaded what it needs and before its
+// event loop. Run as non-root, the drop is skipped with one warning line.
+#pragma once
+
+#include <string>
+
+#include "common/util/result.hpp"
+
+namespace derpd::proc {
+
+struct SandboxSpec {
+  std::string user;        // system user to become (required when root)
+  std::string chrootDir;   // empty: no chroot
+};
+
+// Result: what was done, e.g. "uid 65534 gid 65534, chroot /run/derpd/empty".
+Result<std::string> enterSandbox(const SandboxSpec& spec);
+
+// Creates (or checks) an empty directory owned by root, mode 0755, to chroot
+// into. Refuses an existing one that is not a directory, not root-owned, or
+// writable by others.
+Result<void> prepareEmptyDir(const std::string& path);
+
+}  // namespace derpd::proc

@@ -1,0 +1,42 @@
+// derpd: the supervisor process (see supervisor.hpp). Reads derper's flags
+// and /etc/derpd/derpd.conf, opens the privileged resources, runs the roles.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "common/config/config.hpp"
+#include "common/log/log.hpp"
+#include "supervisor.hpp"
+
+using namespace derpd;
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto cfg = config::loadConfig(args);
+  if (!cfg) {
+    std::fprintf(stderr, "derpd: %s\n(run derpd --help for usage)\n", cfg.error().c_str());
+    return 2;
+  }
+  if (cfg->help) {
+    std::fputs(config::usage().c_str(), stdout);
+    return 0;
+  }
+  if (cfg->version) {
+    std::printf("derpd %s (%s)\n", DERPD_VERSION, DERPD_GIT_REV);
+    return 0;
+  }
+  if (auto v = config::validate(*cfg); !v) {
+    std::fprintf(stderr, "derpd: %s\n", v.error().c_str());
+    return 2;
+  }
+  // -dev listens on :3340 unless -a was given (derper forces :3340 even
+  // then; an explicit address is more useful and what tests need).
+  if (cfg->dev && cfg->originOf("a").kind == config::Origin::Kind::Default) cfg->addr = ":3340";
+  log::init("derpd", cfg->logLevel, cfg->logFile);
+  supervisor::Supervisor sup(*cfg, args);
+  if (auto r = sup.prepare(); !r) {
+    LOG_ERR("{}", r.error());
+    return 1;
+  }
+  return sup.run();
+}
