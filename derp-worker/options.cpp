@@ -1,25 +1,26 @@
 #include "options.hpp"
 
-#include <charconv>
+#include <cstdint>
 #include <functional>
 #include <map>
+
+#include "common/config/config.hpp"
 
 namespace derpd::worker {
 
 namespace {
 
+// Go's strconv.ParseBool / ParseInt, shared with derpd's config parser.
 Result<bool> parseBool(const std::string& v) {
-  // Go's strconv.ParseBool.
-  if (v == "1" || v == "t" || v == "T" || v == "true" || v == "TRUE" || v == "True") return true;
-  if (v == "0" || v == "f" || v == "F" || v == "false" || v == "FALSE" || v == "False") return false;
-  return makeError("invalid boolean value \"" + v + "\"");
+  auto b = config::parseGoBool(v);
+  if (!b) return makeError("invalid boolean value \"" + v + "\"");
+  return *b;
 }
 
 Result<int> parseInt(const std::string& v) {
-  int out = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size()) return makeError("invalid integer value \"" + v + "\"");
-  return out;
+  auto i = config::parseGoInt(v);
+  if (!i || *i < INT32_MIN || *i > INT32_MAX) return makeError("invalid integer value \"" + v + "\"");
+  return int(*i);
 }
 
 struct Flag {
