@@ -859,6 +859,22 @@ void Conn::writeOut() {
 }
 
 void Conn::linger() {
+  if (state_ == State::Relay) {
+    // A drained DERP connection (Restarting written): no response can be
+    // lost, so close now. Unread input is discarded first so the close is a
+    // FIN, not a reset that could destroy the frame in flight.
+    if (ssl_) {
+      ERR_clear_error();
+      SSL_shutdown(ssl_);
+      ERR_clear_error();
+    }
+    ::shutdown(fd_, SHUT_WR);
+    uint8_t* buf = loop_.readBuf();
+    for (int i = 0; i < 16 && ::recv(fd_, buf, Loop::kReadBufSize, MSG_DONTWAIT) > 0; ++i) {
+    }
+    close(CloseReason::Shutdown);
+    return;
+  }
   // The response is out: stop writing, then read and discard until the peer
   // closes (or kLingerTime), so unread request bytes do not turn our close
   // into a reset that destroys the response in flight.
@@ -922,6 +938,21 @@ void Conn::onTimer() {
     }
   }
   rearmTimer();
+}
+
+void Conn::drain(uint32_t reconnectInMs, uint32_t tryForMs) {
+  if (state_ != State::Relay) {
+    if (state_ != State::Closed && state_ != State::Lingering) close(CloseReason::Shutdown);
+    return;
+  }
+  appendDerp([&](Bytes& o) { derp::appendRestarting(o, reconnectInMs, tryForMs); });
+  if (ws_) {
+    sealOutput();
+    http::appendWsClose(out_, http::kWsCloseNormal, "server restarting", false);
+    wsCloseSent_ = true;
+  }
+  closeAfterFlush_ = true;
+  writeOut();
 }
 
 void Conn::close(CloseReason why) {

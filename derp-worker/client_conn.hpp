@@ -64,6 +64,9 @@ class Conn final : public IoHandler {
   // The loop drains this connection's cross-thread queues (loop thread).
   void onScheduled();
   void close(CloseReason why);
+  // Graceful stop (loop thread): a relaying client gets the Restarting frame
+  // and the connection closes once it is written; anything else closes now.
+  void drain(uint32_t reconnectInMs, uint32_t tryForMs);
 
   uint64_t connNum() const { return connNum_; }
   uint64_t timerSeq() const { return timerSeq_; }

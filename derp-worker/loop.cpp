@@ -52,6 +52,7 @@ void Loop::delFd(int fd) { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
 Conn* Loop::adopt(std::unique_ptr<Conn> c) {
   Conn* raw = c.get();
   conns_.emplace(raw->connNum(), std::move(c));
+  live_.store(conns_.size(), std::memory_order_relaxed);
   return raw;
 }
 
@@ -146,6 +147,14 @@ void Loop::runTimers() {
   }
 }
 
+void Loop::drainAll(const std::vector<int>& listenFds, uint32_t reconnectInMs, uint32_t tryForMs) {
+  for (int fd : listenFds) delFd(fd);
+  std::vector<Conn*> all;
+  all.reserve(conns_.size());
+  for (auto& [_, c] : conns_) all.push_back(c.get());
+  for (Conn* c : all) c->drain(reconnectInMs, tryForMs);
+}
+
 void Loop::closeAll() {
   std::vector<Conn*> all;
   all.reserve(conns_.size());
@@ -154,6 +163,7 @@ void Loop::closeAll() {
   drainInbox();
   for (Conn* c : pendingDelete_) conns_.erase(c->connNum());
   pendingDelete_.clear();
+  live_.store(conns_.size(), std::memory_order_relaxed);
 }
 
 void Loop::run() {
@@ -189,6 +199,7 @@ void Loop::run() {
       drainInbox();
       for (Conn* c : pendingDelete_) conns_.erase(c->connNum());
       pendingDelete_.clear();
+      live_.store(conns_.size(), std::memory_order_relaxed);
     }
   }
 }

@@ -81,6 +81,11 @@ class Loop {
   Conn* findConn(uint64_t connNum);
   // Closes every connection (loop thread; used at shutdown).
   void closeAll();
+  // Graceful stop (loop thread): stop watching `listenFds`, then drain every
+  // connection (Conn::drain).
+  void drainAll(const std::vector<int>& listenFds, uint32_t reconnectInMs, uint32_t tryForMs);
+  // Connections alive on this loop; readable from any thread.
+  size_t liveConns() const { return live_.load(std::memory_order_relaxed); }
 
  private:
   void wake();
@@ -114,6 +119,7 @@ class Loop {
   std::vector<Conn*> inbox_;
   std::vector<std::function<void()>> tasks_;
   std::atomic<bool> wakePending_{false};
+  std::atomic<size_t> live_{0};  // mirrors conns_.size()
 };
 
 }  // namespace derpd::worker

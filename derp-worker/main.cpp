@@ -173,9 +173,11 @@ int main(int argc, char** argv) {
       LOG_INFO("SIGHUP: derp-worker alone has nothing to reload (certificate rotation comes from derpd)");
       continue;
     }
-    LOG_INFO("signal {}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    LOG_INFO("signal {}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", opts->drainTimeout.count());
     break;
   }
+  size_t left = server.drain(opts->drainTimeout);
+  if (left > 0) LOG_WARN("drain deadline passed with {} connection(s) open; closing them", left);
   server.stop();
   server.join();
   LOG_INFO("stopped");

@@ -52,6 +52,10 @@ const std::map<std::string, Flag>& flags() {
          if (v != "trace" && v != "debug" && v != "info" && v != "warn" && v != "error")
            return makeError("log level must be trace, debug, info, warn or error");
          o.logLevel = v; return {}; }}},
+      {"drain-timeout", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto d = config::parseGoDuration(v);
+         if (!d || d->count() < 0) return makeError("invalid duration \"" + v + "\"");
+         o.drainTimeout = std::chrono::duration_cast<std::chrono::milliseconds>(*d); return {}; }}},
       {"listen-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.listenFd = *i; return {}; }}},
       {"port80-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
@@ -129,6 +133,8 @@ It normally runs under derpd; it also runs on its own with derper's flags.
                         send WatchConns, ForwardPacket and ClosePeer
   -derp=BOOL            serve DERP on /derp (default true; false answers 404)
   --threads N           event loops (default: number of CPUs)
+  --drain-timeout D     on SIGTERM/SIGINT: stop accepting, send clients the
+                        Restarting frame, wait up to D for them to go (default 5s)
   --log-level LEVEL     trace, debug, info (default), warn, error
   -version              print the version and exit
 

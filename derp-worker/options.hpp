@@ -3,6 +3,7 @@
 // Included by derp-worker only.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,7 @@ struct Options {
   std::string meshPskFile;            // -mesh-psk-file
   bool derpEnabled = true;            // -derp
   int threads = 0;                    // --threads (0 = CPU count)
+  std::chrono::milliseconds drainTimeout{5000};  // --drain-timeout (Go duration)
   std::string logLevel = "info";      // --log-level
   bool version = false;               // -version
   bool help = false;                  // -h / --help

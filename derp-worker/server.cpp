@@ -161,6 +161,27 @@ void Server::stop() {
   for (auto& l : loops_) l->stop();
 }
 
+size_t Server::drain(std::chrono::milliseconds deadline) {
+  std::vector<int> fds = {listenFd_};
+  if (port80Fd_ >= 0) fds.push_back(port80Fd_);
+  // Clients may reconnect at once (another process holds the socket, or we
+  // come back); they keep trying for the drain period and then some.
+  uint32_t tryFor = uint32_t(std::min<int64_t>(deadline.count() + 30000, UINT32_MAX));
+  for (auto& l : loops_) {
+    Loop* lp = l.get();
+    lp->post([lp, fds, tryFor] { lp->drainAll(fds, 0, tryFor); });
+  }
+  auto until = std::chrono::steady_clock::now() + deadline;
+  size_t live = 0;
+  for (;;) {
+    live = 0;
+    for (auto& l : loops_) live += l->liveConns();
+    if (live == 0 || std::chrono::steady_clock::now() >= until) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling a counter, bounded by the deadline
+  }
+  return live;
+}
+
 void Server::join() {
   for (auto& t : threads_) {
     if (t.joinable()) t.join();

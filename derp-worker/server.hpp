@@ -38,6 +38,10 @@ class Server {
   void adoptListeners(int mainFd, int port80Fd);
   Result<void> start();  // spawns the loop threads
   void stop();           // any thread; loops close their connections and exit
+  // Graceful stop (any thread, blocking): stop accepting, send every DERP
+  // client the Restarting frame, and wait until all connections are gone or
+  // `deadline` passed. Returns the connections still open at the deadline.
+  size_t drain(std::chrono::milliseconds deadline);
   void join();
 
   int mainPort() const { return mainPort_; }

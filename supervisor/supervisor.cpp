@@ -63,6 +63,7 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
                                   "-derp=" + std::string(cfg_.derp ? "true" : "false"),
                                   "-dev=" + std::string(cfg_.dev ? "true" : "false"),
                                   "--threads", std::to_string(cfg_.threads),
+                                  "--drain-timeout", config::formatGoDuration(cfg_.drainTimeout),
                                   "--log-level", cfg_.logLevel};
     if (!cfg_.certDir.empty()) a.insert(a.end(), {"-certdir", cfg_.certDir});
     if (port80Fd_ >= 0) a.insert(a.end(), {"--port80-fd", std::to_string(port80Fd_)});

@@ -26,6 +26,27 @@ TEST_F(LifecycleTest, SigtermExitsZeroWithClientsConnected) {
   EXPECT_TRUE(expectClosed(*b));
 }
 
+// Graceful stop: clients get the Restarting frame, then the connection ends;
+// a client that keeps its side open does not hold the exit past the deadline.
+TEST_F(LifecycleTest, SigtermDrainsWithRestartingFrame) {
+  std::vector<std::string> args = {"-a", "127.0.0.1:0", "-dev", "--threads", "2", "--drain-timeout", "3s"};
+  WorkerProcess* w = startWorkerArgs(args);
+  ASSERT_NE(w, nullptr);
+  DERPD_ASSERT_CONNECT(a, dial(*w, keys::alice()));
+  DERPD_ASSERT_CONNECT(ws, dial(*w, keys::ws1(), [](client::ClientOptions& o) { o.websocket = true; }));
+  auto start = std::chrono::steady_clock::now();
+  auto r = w->stop(SIGTERM);
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(*r, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(3500));
+  for (client::Client* c : {a.get(), ws.get()}) {
+    auto m = recvUntil<client::Restarting>(*c, Millis(3000));
+    ASSERT_TRUE(m.ok()) << m.error();
+    EXPECT_TRUE(expectClosed(*c));
+  }
+  EXPECT_TRUE(w->waitForLog("draining", Millis(100)));
+}
+
 TEST_F(LifecycleTest, SigintExitsZero) {
   WorkerProcess* w = startWorker({});
   ASSERT_NE(w, nullptr);

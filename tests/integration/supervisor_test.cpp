@@ -136,9 +136,17 @@ TEST_F(SupervisorTest, SigtermStopsEverythingWithExitZero) {
   ASSERT_NE(d, nullptr);
   pid_t child = childPid(*d, 1);
   DERPD_ASSERT_CONNECT(a, dial(*d, keys::alice()));
+  auto stopStart = std::chrono::steady_clock::now();
   auto r = d->stop(SIGTERM);
   ASSERT_TRUE(r.ok()) << r.error();
   EXPECT_EQ(*r, 0);
+  // The client reads its connection until it ends. This must not wait for
+  // the 5 s drain deadline.
+  EXPECT_LT(std::chrono::steady_clock::now() - stopStart, std::chrono::seconds(4));
+  // Graceful: the client was told to reconnect before its connection ended.
+  auto m = recvUntil<client::Restarting>(*a, Millis(3000));
+  ASSERT_TRUE(m.ok()) << m.error();
+  EXPECT_GT(m->tryForMs, 0u);
   EXPECT_TRUE(expectClosed(*a));
   EXPECT_NE(::kill(child, 0), 0) << "derp-worker still running after derpd exited";
 }
