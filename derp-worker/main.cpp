@@ -2,7 +2,9 @@
 // with derper's flags. Signals are taken synchronously by the main thread
 // (sigwait); the event-loop threads never see them.
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 
 #include <unistd.h>
@@ -17,9 +19,12 @@
 #include <thread>
 
 #include "common/crypto/keys.hpp"
+#include "common/ipc/child.hpp"
 #include "common/log/log.hpp"
 #include "common/net/listener.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/util/fd.hpp"
+#include "control.hpp"
 #include "options.hpp"
 #include "server.hpp"
 #include "tls.hpp"
@@ -29,41 +34,50 @@ using namespace derpd::worker;
 
 namespace {
 
-// derper's rule: the trimmed file content must match ^[0-9a-fA-F]{64,}$.
-Result<std::string> readMeshKey(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return makeError("cannot read mesh key file " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string s = ss.str();
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  s = s.substr(i);
-  if (s.size() < 64) return makeError("mesh key file " + path + ": key must be at least 64 hex digits");
-  for (char c : s) {
-    if (!std::isxdigit(static_cast<unsigned char>(c)))
-      return makeError("mesh key file " + path + ": key must be hex digits only");
-  }
-  return s;
+// A secret from a pipe written by derpd (no secret in argv), closed after.
+Result<std::string> readSecretFd(int fd, const char* flag) { return readAllAndClose(fd, 64 * 1024, flag); }
+
+Result<crypto::NodePrivate> readKeyFromFd(int fd) {
+  auto data = readSecretFd(fd, "--key-fd");
+  if (!data) return std::move(data).takeError();
+  auto k = crypto::parseKeyFile(*data);
+  std::fill(data->begin(), data->end(), '\0');
+  return k;
 }
 
-// The key file's bytes from a pipe written by derpd (no secret in argv).
-Result<crypto::NodePrivate> readKeyFromFd(int fd) {
-  std::string data;
-  char buf[4096];
+// The control loop of a derp-worker run by derpd: signals (signalfd), the
+// control socket and the metrics snapshot tick, on the main thread. Returns
+// the drain deadline to stop with, or an error (a peer fault: exit 1).
+Result<std::chrono::milliseconds> controlLoop(ipc::Channel& ch, Server& server, int sigFd,
+                                              std::chrono::milliseconds drainTimeout) {
+  Control control(ch, server);
+  auto nextSnapshot = std::chrono::steady_clock::now();
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return makeError(std::string("read --key-fd: ") + std::strerror(errno));
-    if (n == 0) break;
-    data.append(buf, size_t(n));
-    if (data.size() > 64 * 1024) return makeError("--key-fd: key file too large");
+    auto now = std::chrono::steady_clock::now();
+    if (now >= nextSnapshot) {
+      control.requestSnapshot();
+      nextSnapshot = now + Control::kSnapshotInterval;
+    }
+    // Every send may eat the fd's wake-up: read before sleeping.
+    if (auto r = control.poll(); !r) return std::move(r).takeError();
+    if (auto d = control.shutdownRequested()) {
+      LOG_INFO("Shutdown from derpd: draining (up to {} ms)", d->count());
+      return *d;
+    }
+    signalfd_siginfo si;
+    while (::read(sigFd, &si, sizeof si) == ssize_t(sizeof si)) {
+      if (si.ssi_signo == SIGHUP) {
+        LOG_INFO("SIGHUP: reloads come from derpd over the control socket; ignored");
+        continue;
+      }
+      LOG_INFO("signal {}: draining (up to {} ms)", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
+               drainTimeout.count());
+      return drainTimeout;
+    }
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(nextSnapshot - std::chrono::steady_clock::now());
+    pollfd pfds[2] = {{sigFd, POLLIN, 0}, {ch.fd(), POLLIN, 0}};
+    ::poll(pfds, 2, int(std::clamp<int64_t>(wait.count(), 0, 1000)));
   }
-  ::close(fd);
-  auto k = crypto::parseKeyFile(data);
-  std::fill(data.begin(), data.end(), '\0');
-  return k;
 }
 
 int fail(const std::string& msg) {
@@ -90,6 +104,28 @@ int main(int argc, char** argv) {
   }
   log::init("derp-worker", opts->logLevel);
 
+  // Signals are taken synchronously (sigwait or a signalfd); block them
+  // before any thread starts, libzmq's included.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // The control plane first: the handshake needs the socket path, which the
+  // chroot below hides.
+  const pid_t parent = ::getppid();
+  std::unique_ptr<zmq::context_t> zctx;
+  std::unique_ptr<ipc::Channel> control;
+  if (!opts->control.empty()) {
+    zctx = std::make_unique<zmq::context_t>(1);
+    auto ch = ipc::connectToSupervisor(*zctx, ipc::Role::DerpWorker, opts->control, std::chrono::seconds(10));
+    if (!ch) return fail(ch.error());
+    control = std::move(ch).value();
+  }
+
   // Server key.
   crypto::NodePrivate key;
   if (opts->keyFd >= 0) {
@@ -114,8 +150,15 @@ int main(int argc, char** argv) {
   cfg.dev = opts->dev;
   unsigned hw = std::thread::hardware_concurrency();
   cfg.threads = opts->threads > 0 ? opts->threads : int(hw ? hw : 1);
-  if (!opts->meshPskFile.empty()) {
-    auto mk = readMeshKey(opts->meshPskFile);
+  if (opts->meshKeyFd >= 0) {
+    auto data = readSecretFd(opts->meshKeyFd, "--mesh-key-fd");
+    if (!data) return fail(data.error());
+    auto mk = crypto::parseMeshKey(*data);
+    std::fill(data->begin(), data->end(), '\0');
+    if (!mk) return fail("--mesh-key-fd: " + mk.error());
+    cfg.meshKey = *mk;
+  } else if (!opts->meshPskFile.empty()) {
+    auto mk = crypto::readMeshKeyFile(opts->meshPskFile);
     if (!mk) return fail(mk.error());
     cfg.meshKey = *mk;
   }
@@ -137,15 +180,6 @@ int main(int argc, char** argv) {
     cfg.tls = *ctx;
   }
 
-  // Signals go to sigwait below; block them before any thread starts.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
   Server server(std::move(cfg));
   if (opts->listenFd >= 0) {
     server.adoptListeners(opts->listenFd, opts->port80Fd);
@@ -158,6 +192,11 @@ int main(int argc, char** argv) {
     if (!sb) return fail("sandbox: " + sb.error());
     LOG_INFO("sandbox: {}", *sb);
   }
+  if (control) {
+    // A uid change clears PR_SET_PDEATHSIG: arm it now, so derp-worker never
+    // outlives derpd (which would keep the port busy).
+    if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
+  }
   if (auto r = server.start(); !r) return fail("start: " + r.error());
 
   std::string host = hp->host.empty() ? "[::]" : (hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host);
@@ -166,17 +205,34 @@ int main(int argc, char** argv) {
            opts->dev ? " (dev mode)" : "");
   if (server.port80() > 0) LOG_INFO("serving port-80 HTTP on http://{}:{}", host, server.port80());
 
-  for (;;) {
-    int sig = 0;
-    if (sigwait(&sigs, &sig) != 0) continue;
-    if (sig == SIGHUP) {
-      LOG_INFO("SIGHUP: derp-worker alone has nothing to reload (certificate rotation comes from derpd)");
-      continue;
+  std::chrono::milliseconds drainFor = opts->drainTimeout;
+  if (control) {
+    if (auto r = control->send(ipc::Role::Supervisor, ipc::Ready{::getpid()}); !r.ok())
+      return fail("control: Ready: " + r.error);
+    int sigFd = ::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sigFd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
+    auto r = controlLoop(*control, server, sigFd, opts->drainTimeout);
+    ::close(sigFd);
+    if (!r) {
+      // Only derpd can write to this socket: a fault is its bug or a forgery.
+      LOG_ERR("control: {}; exiting so that derpd restarts derp-worker", r.error());
+      ::_exit(1);
     }
-    LOG_INFO("signal {}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", opts->drainTimeout.count());
-    break;
+    drainFor = *r;
+  } else {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&sigs, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        LOG_INFO("SIGHUP: derp-worker alone has nothing to reload (certificate rotation comes from derpd)");
+        continue;
+      }
+      LOG_INFO("signal {}: draining (up to {} ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+               opts->drainTimeout.count());
+      break;
+    }
   }
-  size_t left = server.drain(opts->drainTimeout);
+  size_t left = server.drain(drainFor);
   if (left > 0) LOG_WARN("drain deadline passed with {} connection(s) open; closing them", left);
   server.stop();
   server.join();

@@ -65,6 +65,17 @@ void VarzWriter::labeledGauge(const std::string& name, const std::string& label,
   entries_[name] = s;
 }
 
+void VarzWriter::peerMetrics(const std::vector<ipc::Metric>& metrics) {
+  std::map<std::string, std::string> blocks;
+  for (const ipc::Metric& m : metrics) {
+    if (entries_.count(m.name)) continue;
+    std::string& b = blocks[m.name];
+    if (b.empty()) b = "# TYPE " + m.name + " " + std::string(ipc::metricTypeName(m.type)) + "\n";
+    b += m.name + (m.labels.empty() ? "" : "{" + m.labels + "}") + " " + fmtDouble(m.value) + "\n";
+  }
+  for (auto& [name, block] : blocks) entries_[name] = std::move(block);
+}
+
 std::string VarzWriter::render() const {
   std::string out;
   for (const auto& [_, block] : entries_) out += block;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "common/ipc/messages.hpp"
+
 namespace derpd::worker {
 
 // A counter with a single writer thread; readable from any thread.
@@ -102,6 +104,9 @@ class VarzWriter {
                       const std::vector<std::pair<std::string, uint64_t>>& values);
   void labeledGauge(const std::string& name, const std::string& label,
                     const std::vector<std::pair<std::string, int64_t>>& values);
+  // Metrics reported by the other roles: one entry per name, grouped, after
+  // the entries of derp-worker's own (a clash keeps ours).
+  void peerMetrics(const std::vector<ipc::Metric>& metrics);
   std::string render() const;
 
  private:

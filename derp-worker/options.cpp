@@ -62,6 +62,11 @@ const std::map<std::string, Flag>& flags() {
          auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.port80Fd = *i; return {}; }}},
       {"key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.keyFd = *i; return {}; }}},
+      {"mesh-key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = parseInt(v); if (!i || *i < 0) return makeError("bad fd"); o.meshKeyFd = *i; return {}; }}},
+      {"control", {false, [](Options& o, const std::string& v) -> Result<void> {
+         if (v.rfind("ipc://", 0) != 0) return makeError("want ipc://PATH");
+         o.control = v; return {}; }}},
       {"user", {false, [](Options& o, const std::string& v) -> Result<void> { o.user = v; return {}; }}},
       {"chroot", {false, [](Options& o, const std::string& v) -> Result<void> { o.chrootDir = v; return {}; }}},
       {"version", {true, [](Options& o, const std::string& v) -> Result<void> {
@@ -141,6 +146,9 @@ It normally runs under derpd; it also runs on its own with derper's flags.
 Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
   --listen-fd N, --port80-fd N   listening sockets to use instead of binding
   --key-fd N            read the key file's contents from this descriptor
+  --mesh-key-fd N       read the mesh key from this descriptor
+  --control ipc://PATH  derpd's control socket (ZeroMQ): Hello, Ready, Reload,
+                        Shutdown, log reopen, metrics for /debug/varz
   --user NAME           when root: drop to this user after loading
   --chroot DIR          when root: chroot into this empty directory
   -h, --help            this text

@@ -31,6 +31,8 @@ struct Options {
   int listenFd = -1;                  // --listen-fd: inherited main listener
   int port80Fd = -1;                  // --port80-fd: inherited port-80 listener
   int keyFd = -1;                     // --key-fd: pipe carrying the key file's bytes
+  int meshKeyFd = -1;                 // --mesh-key-fd: pipe carrying the mesh key
+  std::string control;                // --control: derpd's control endpoint (ipc://...)
   std::string user;                   // --user: drop to this user (when root)
   std::string chrootDir;              // --chroot: empty directory to chroot into
 };

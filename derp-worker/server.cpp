@@ -95,6 +95,7 @@ Server::~Server() {
 }
 
 bool Server::meshKeyMatches(const std::string& presented) const {
+  std::lock_guard lk(mu_);
   if (cfg_.meshKey.empty() || presented.size() != cfg_.meshKey.size()) return false;
   // Case-insensitive for hex (HEAD parses the key as bytes), constant time.
   unsigned diff = 0;
@@ -103,6 +104,22 @@ bool Server::meshKeyMatches(const std::string& presented) const {
                      std::tolower(static_cast<unsigned char>(cfg_.meshKey[i])));
   }
   return diff == 0;
+}
+
+bool Server::hasMeshKey() const {
+  std::lock_guard lk(mu_);
+  return !cfg_.meshKey.empty();
+}
+
+void Server::setMeshKey(std::string key) {
+  std::lock_guard lk(mu_);
+  std::fill(cfg_.meshKey.begin(), cfg_.meshKey.end(), '\0');
+  cfg_.meshKey = std::move(key);
+}
+
+void Server::setPeerMetrics(std::vector<ipc::RoleMetrics> roles) {
+  std::lock_guard lk(mu_);
+  peerMetrics_ = std::move(roles);
 }
 
 Result<void> Server::listen(const std::string& addr, int httpPort) {
@@ -301,6 +318,10 @@ std::string Server::varz() const {
   w.gauge("process_resident_memory_bytes", int64_t(residentBytes(procStatm_)));
   w.gauge("process_open_fds", countOpenFds(procFdDir_));
   w.untyped("process_start_unix_time", double(startUnix_));
+  {
+    std::lock_guard lk(mu_);
+    for (const ipc::RoleMetrics& rm : peerMetrics_) w.peerMetrics(rm.metrics);
+  }
   return w.render();
 }
 

@@ -4,11 +4,13 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/crypto/keys.hpp"
+#include "common/ipc/messages.hpp"
 #include "loop.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
@@ -51,7 +53,12 @@ class Server {
   const crypto::NodePrivate& privateKey() const { return cfg_.privateKey; }
   const crypto::NodePublic& publicKey() const { return publicKey_; }
   bool meshKeyMatches(const std::string& presented) const;
-  bool hasMeshKey() const { return !cfg_.meshKey.empty(); }
+  bool hasMeshKey() const;
+  // A new mesh key (Reload); "" turns mesh access off. New connections only.
+  void setMeshKey(std::string key);
+  // The other roles' counters and derpd's per-role up/restart counters, as
+  // the supervisor last sent them; /debug/varz shows them.
+  void setPeerMetrics(std::vector<ipc::RoleMetrics> roles);
   bool derpEnabled() const { return cfg_.derpEnabled; }
   bool dev() const { return cfg_.dev; }
   SSL_CTX* sslCtx() const { return cfg_.tls ? cfg_.tls->get() : nullptr; }
@@ -66,7 +73,9 @@ class Server {
 
  private:
   struct Acceptor;
+  mutable std::mutex mu_;  // guards cfg_.meshKey and peerMetrics_
   ServerConfig cfg_;
+  std::vector<ipc::RoleMetrics> peerMetrics_;
   crypto::NodePublic publicKey_;
   ServerGauges gauges_;
   Registry registry_;

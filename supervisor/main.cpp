@@ -29,9 +29,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "derpd: %s\n", v.error().c_str());
     return 2;
   }
-  // -dev listens on :3340 unless -a was given (derper forces :3340 even
-  // then; an explicit address is more useful and what tests need).
-  if (cfg->dev && cfg->originOf("a").kind == config::Origin::Kind::Default) cfg->addr = ":3340";
   log::init("derpd", cfg->logLevel, cfg->logFile);
   supervisor::Supervisor sup(*cfg, args);
   if (auto r = sup.prepare(); !r) {

@@ -1,18 +1,21 @@
 #include "supervisor.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/crypto/keys.hpp"
+#include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
 #include "common/net/listener.hpp"
 #include "common/proc/sandbox.hpp"
@@ -21,10 +24,26 @@ namespace derpd::supervisor {
 
 namespace {
 
+using ipc::Role;
+
 // A child that exits within this long of starting counts as a failed start.
 constexpr auto kQuickExit = std::chrono::seconds(2);
 // That many failed starts in a row: the role cannot run; derpd gives up.
 constexpr int kMaxQuickFailures = 5;
+// Messages read from the control socket per wake-up before signals get a turn.
+constexpr size_t kControlBudget = 256;
+// A child log line longer than this is passed on in pieces.
+constexpr size_t kMaxLogLine = 64 * 1024;
+// Settings a SIGHUP applies to the running processes; any other change needs
+// a restart of derpd and is logged as such.
+constexpr std::array<std::string_view, 3> kLiveKeys = {"config", "log-level", "mesh-psk-file"};
+
+constexpr std::array kHandlers = {
+    ipc::handlerFor<&Supervisor::onReady>(),
+    ipc::handlerFor<&Supervisor::onMetricsReport>(),
+    ipc::handlerFor<&Supervisor::onSnapshotRequest>(),
+};
+static_assert(ipc::uniqueTypes(kHandlers));
 
 std::string describeStatus(int status) {
   if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
@@ -44,7 +63,16 @@ std::string selfDir() {
   return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
+// -dev listens on :3340 unless -a was given (derper forces :3340 even then;
+// an explicit address is more useful and what tests need).
+void applyDevDefaults(config::Config& cfg) {
+  if (cfg.dev && cfg.originOf("a").kind == config::Origin::Kind::Default) cfg.addr = ":3340";
+}
+
+
 }  // namespace
+
+std::string Child::name() const { return std::string(ipc::roleName(spec->role)); }
 
 std::chrono::milliseconds restartDelay(int failures) {
   int64_t ms = 100;
@@ -54,41 +82,102 @@ std::chrono::milliseconds restartDelay(int failures) {
 
 Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
     : cfg_(std::move(cfg)), args_(std::move(args)) {
+  applyDevDefaults(cfg_);
   // The spawn table. Roles arrive here as they are built (stun-worker,
   // cert-agent, mesh-helper, monitor).
-  table_.push_back(RoleSpec{"derp-worker", true, [this](const Child& c) {
-    std::vector<std::string> a = {"-a", cfg_.addr, "--listen-fd", std::to_string(listenFd_),
-                                  "--key-fd", std::to_string(c.keyFd),
-                                  "-certmode", cfg_.certMode, "-hostname", cfg_.hostname,
-                                  "-derp=" + std::string(cfg_.derp ? "true" : "false"),
-                                  "-dev=" + std::string(cfg_.dev ? "true" : "false"),
-                                  "--threads", std::to_string(cfg_.threads),
-                                  "--drain-timeout", config::formatGoDuration(cfg_.drainTimeout),
-                                  "--log-level", cfg_.logLevel};
-    if (!cfg_.certDir.empty()) a.insert(a.end(), {"-certdir", cfg_.certDir});
-    if (port80Fd_ >= 0) a.insert(a.end(), {"--port80-fd", std::to_string(port80Fd_)});
-    if (!cfg_.meshPskFile.empty()) a.insert(a.end(), {"-mesh-psk-file", cfg_.meshPskFile});
-    if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
-    return a;
-  }});
+  table_.push_back(RoleSpec{
+      Role::DerpWorker, true,
+      [this] {
+        std::vector<std::string> a = {"-a", cfg_.addr, "--listen-fd", std::to_string(listenFd_),
+                                      "-certmode", cfg_.certMode, "-hostname", cfg_.hostname,
+                                      "-derp=" + std::string(cfg_.derp ? "true" : "false"),
+                                      "-dev=" + std::string(cfg_.dev ? "true" : "false"),
+                                      "--threads", std::to_string(cfg_.threads),
+                                      "--drain-timeout", config::formatGoDuration(cfg_.drainTimeout),
+                                      "--log-level", cfg_.logLevel};
+        if (!cfg_.certDir.empty()) a.insert(a.end(), {"-certdir", cfg_.certDir});
+        if (port80Fd_ >= 0) a.insert(a.end(), {"--port80-fd", std::to_string(port80Fd_)});
+        if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
+        return a;
+      },
+      [this] {
+        std::vector<Secret> s = {{"--key-fd", keyBytes_}};
+        if (!meshKey_.empty()) s.push_back({"--mesh-key-fd", meshKey_});
+        return s;
+      },
+      [this] { return std::vector<int>{listenFd_, port80Fd_}; },
+  });
 }
 
 Supervisor::~Supervisor() {
   std::fill(keyBytes_.begin(), keyBytes_.end(), '\0');
+  std::fill(meshKey_.begin(), meshKey_.end(), '\0');
+  for (Child& c : children_) {
+    if (c.logFd >= 0) ::close(c.logFd);
+  }
   if (listenFd_ >= 0) ::close(listenFd_);
   if (port80Fd_ >= 0) ::close(port80Fd_);
   if (sigFd_ >= 0) ::close(sigFd_);
+  if (control_) {
+    const std::string ep = control_->endpoint();
+    control_.reset();
+    if (ep.rfind("ipc://", 0) == 0) ::unlink(ep.substr(6).c_str());
+  }
+  if (ownRunDir_) {
+    ::rmdir(emptyDir_.c_str());
+    ::rmdir(runDir_.c_str());
+  }
 }
 
 std::string Supervisor::binaryPath(const std::string& role) const { return libexecDir_ + "/" + role; }
 
+Child* Supervisor::childFor(Role role) {
+  for (Child& c : children_) {
+    if (c.spec->role == role) return &c;
+  }
+  return nullptr;
+}
+
+Result<void> Supervisor::prepareRuntimeDir() {
+  if (::geteuid() != 0 && cfg_.originOf("runtime-dir").kind == config::Origin::Kind::Default) {
+    // Not root and no --runtime-dir: /run/derpd is not ours to make. Use a
+    // private directory for this run instead.
+    const char* base = std::getenv("XDG_RUNTIME_DIR");
+    if (!base || base[0] != '/') base = std::getenv("TMPDIR");
+    if (!base || base[0] != '/') base = "/tmp";
+    std::string tmpl = std::string(base) + "/derpd.XXXXXX";
+    if (!::mkdtemp(tmpl.data())) return makeError("mkdtemp " + tmpl + ": " + std::strerror(errno));
+    runDir_ = tmpl;
+    ownRunDir_ = true;
+    LOG_INFO("runtime dir {} (not root and no --runtime-dir)", runDir_);
+  } else {
+    runDir_ = cfg_.runtimeDir;
+  }
+  if (auto r = ipc::ensureRuntimeDir(runDir_); !r) return makeError("--runtime-dir: " + r.error());
+  emptyDir_ = runDir_ + "/empty";
+  if (dropPrivileges_) {
+    if (auto r = proc::prepareEmptyDir(emptyDir_); !r) return r;
+  }
+  auto ch = ipc::Channel::bind(zmq_, Role::Supervisor, runDir_, "control");
+  if (!ch) return makeError("control socket: " + ch.error());
+  control_ = std::move(ch).value();
+  return {};
+}
+
 Result<void> Supervisor::prepare() {
-  // Where the role binaries are: beside derpd in a build tree, else the
-  // installed /usr/lib/derpd.
+  // Where the role binaries are: beside derpd in a build tree, else
+  // <prefix>/lib/derpd beside <prefix>/sbin/derpd, else /usr/lib/derpd.
   std::string here = selfDir();
-  libexecDir_ = ::access((here + "/derp-worker").c_str(), X_OK) == 0 ? here : "/usr/lib/derpd";
+  libexecDir_ = "/usr/lib/derpd";
+  for (const std::string& dir : {here, here + "/../lib/derpd"}) {
+    if (::access((dir + "/derp-worker").c_str(), X_OK) == 0) {
+      libexecDir_ = dir;
+      break;
+    }
+  }
   if (::access(binaryPath("derp-worker").c_str(), X_OK) != 0)
-    return makeError("cannot find the derp-worker binary (looked in " + here + " and /usr/lib/derpd)");
+    return makeError("cannot find the derp-worker binary (looked in " + here + ", " + here +
+                     "/../lib/derpd and /usr/lib/derpd)");
 
   auto hp = net::splitHostPort(cfg_.addr);
   if (!hp) return makeError("-a: " + hp.error());
@@ -110,6 +199,11 @@ Result<void> Supervisor::prepare() {
   }
   keyBytes_ = crypto::keyFileContents(key);
   LOG_INFO("server key {}", key.publicKey().toText());
+  if (!cfg_.meshPskFile.empty()) {
+    auto mk = crypto::readMeshKeyFile(cfg_.meshPskFile);
+    if (!mk) return makeError(mk.error());
+    meshKey_ = *mk;
+  }
 
   auto fd = net::listenTcp(hp->host, hp->port);
   if (!fd) return makeError("listen on " + cfg_.addr + ": " + fd.error());
@@ -122,13 +216,10 @@ Result<void> Supervisor::prepare() {
 
   if (::geteuid() == 0) {
     dropPrivileges_ = true;
-    if (::mkdir(cfg_.runtimeDir.c_str(), 0755) != 0 && errno != EEXIST)
-      return makeError("mkdir " + cfg_.runtimeDir + ": " + std::strerror(errno));
-    emptyDir_ = cfg_.runtimeDir + "/empty";
-    if (auto r = proc::prepareEmptyDir(emptyDir_); !r) return r;
   } else {
     LOG_WARN("running as uid {} (not root): children keep this user, no chroot", ::geteuid());
   }
+  if (auto r = prepareRuntimeDir(); !r) return r;
 
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -138,29 +229,63 @@ Result<void> Supervisor::prepare() {
   if (sigFd_ < 0) return makeError(std::string("signalfd: ") + std::strerror(errno));
   signal(SIGPIPE, SIG_IGN);
 
-  for (const RoleSpec& spec : table_) children_.push_back(Child{&spec});
+  for (const RoleSpec& spec : table_) {
+    Child c;
+    c.spec = &spec;
+    children_.push_back(std::move(c));
+  }
   return {};
 }
 
 Result<void> Supervisor::spawn(Child& c) {
-  int pipeFds[2];
-  if (::pipe2(pipeFds, O_CLOEXEC) != 0) return makeError(std::string("pipe: ") + std::strerror(errno));
-  c.keyFd = pipeFds[0];
-  std::vector<std::string> argv = {binaryPath(c.spec->name)};
-  auto more = c.spec->args(c);
+  std::vector<std::string> argv = {binaryPath(c.name())};
+  auto more = c.spec->args();
   argv.insert(argv.end(), more.begin(), more.end());
+  argv.insert(argv.end(), {"--control", control_->endpoint()});
+
+  // One pipe per secret: the child reads it before anything else.
+  std::vector<Secret> secrets = c.spec->secrets ? c.spec->secrets() : std::vector<Secret>{};
+  std::vector<std::array<int, 2>> pipes;
+  auto closeAll = [&] {
+    for (auto& p : pipes) {
+      if (p[0] >= 0) ::close(p[0]);
+      if (p[1] >= 0) ::close(p[1]);
+    }
+  };
+  for (const Secret& s : secrets) {
+    std::array<int, 2> p{-1, -1};
+    if (::pipe2(p.data(), O_CLOEXEC) != 0) {
+      int e = errno;
+      closeAll();
+      return makeError(std::string("pipe: ") + std::strerror(e));
+    }
+    pipes.push_back(p);
+    argv.insert(argv.end(), {s.flag, std::to_string(p[0])});
+  }
+  int logPipe[2] = {-1, -1};
+  if (!cfg_.logFile.empty() && ::pipe2(logPipe, O_CLOEXEC) != 0) {
+    int e = errno;
+    closeAll();
+    return makeError(std::string("pipe: ") + std::strerror(e));
+  }
+  std::vector<int> keep = c.spec->fds ? c.spec->fds() : std::vector<int>{};
 
   pid_t pid = ::fork();
   if (pid < 0) {
     int e = errno;
-    ::close(pipeFds[0]);
-    ::close(pipeFds[1]);
+    closeAll();
+    if (logPipe[0] >= 0) ::close(logPipe[0]), ::close(logPipe[1]);
     return makeError(std::string("fork: ") + std::strerror(e));
   }
   if (pid == 0) {
     // Child: only the fds named on its command line survive exec.
-    for (int fd : {listenFd_, port80Fd_, pipeFds[0]}) {
+    for (int fd : keep) {
       if (fd >= 0) ::fcntl(fd, F_SETFD, 0);
+    }
+    for (auto& p : pipes) ::fcntl(p[0], F_SETFD, 0);
+    if (logPipe[1] >= 0) {
+      ::dup2(logPipe[1], STDOUT_FILENO);
+      ::dup2(logPipe[1], STDERR_FILENO);
     }
     sigset_t none;
     sigemptyset(&none);
@@ -172,31 +297,45 @@ Result<void> Supervisor::spawn(Child& c) {
     ::execv(cargv[0], cargv.data());
     ::_exit(127);
   }
-  ::close(pipeFds[0]);
-  c.keyFd = -1;
-  // The key file is far smaller than a pipe's buffer: this never blocks.
-  ssize_t w = ::write(pipeFds[1], keyBytes_.data(), keyBytes_.size());
-  ::close(pipeFds[1]);
-  if (w != ssize_t(keyBytes_.size())) LOG_ERR("{}: could not hand over the server key", c.spec->name);
+  for (size_t i = 0; i < pipes.size(); ++i) {
+    ::close(pipes[i][0]);
+    // A secret is far smaller than a pipe's buffer: this never blocks.
+    const std::string& b = secrets[i].bytes;
+    ssize_t w = ::write(pipes[i][1], b.data(), b.size());
+    ::close(pipes[i][1]);
+    if (w != ssize_t(b.size())) LOG_ERR("{}: could not hand over {}", c.name(), secrets[i].flag);
+  }
+  if (logPipe[0] >= 0) {
+    ::close(logPipe[1]);
+    ::fcntl(logPipe[0], F_SETFL, O_NONBLOCK);
+    if (c.logFd >= 0) ::close(c.logFd);
+    c.logFd = logPipe[0];
+    c.logPartial.clear();
+  }
   c.pid = pid;
+  c.ready = false;
   c.startedAt = Clock::now();
-  LOG_INFO("started {} (pid {})", c.spec->name, pid);
+  LOG_INFO("started {} (pid {})", c.name(), pid);
   return {};
 }
 
 void Supervisor::onChildExit(Child& c, int status) {
   auto ran = Clock::now() - c.startedAt;
   c.pid = -1;
+  c.ready = false;
+  c.metrics.clear();
+  control_->forgetPeer(c.spec->role);
+  if (c.logFd >= 0) readChildLog(c);
   if (stopping_) {
-    LOG_INFO("{} {}", c.spec->name, describeStatus(status));
+    LOG_INFO("{} {}", c.name(), describeStatus(status));
     return;
   }
-  LOG_ERR("{} {}; restarting it", c.spec->name, describeStatus(status));
+  LOG_ERR("{} {}; restarting it", c.name(), describeStatus(status));
   c.quickFailures = ran < kQuickExit ? c.quickFailures + 1 : 0;
   if (c.quickFailures >= kMaxQuickFailures && c.spec->required) {
     LOG_ERR("{} cannot start: it exited {} times in a row within {} s of starting (see its log lines above); "
             "derpd gives up",
-            c.spec->name, c.quickFailures, std::chrono::duration_cast<std::chrono::seconds>(kQuickExit).count());
+            c.name(), c.quickFailures, std::chrono::duration_cast<std::chrono::seconds>(kQuickExit).count());
     exitCode_ = 1;
     stopAll();
     return;
@@ -217,11 +356,33 @@ void Supervisor::reap() {
   }
 }
 
+void Supervisor::sendToChildren(const std::function<ipc::SendResult(Child&)>& send, const char* what) {
+  for (Child& c : children_) {
+    if (c.pid <= 0) continue;
+    if (!c.ready) {
+      // Not through its handshake yet: it will read the current state when
+      // it starts, except for a stop, which a signal delivers.
+      if (std::string_view(what) == "Shutdown") ::kill(c.pid, SIGTERM);
+      continue;
+    }
+    ipc::SendResult r = send(c);
+    if (!r.ok()) {
+      // The child has not read kDefaultHwm messages, or is gone: wedged.
+      LOG_ERR("{}: cannot send {} ({}); restarting it", c.name(), what, r.error);
+      ::kill(c.pid, SIGKILL);
+    }
+  }
+  pollControl();  // libzmq may have consumed the fd's wake-up during send()
+}
+
 void Supervisor::stopAll() {
   stopping_ = true;
-  for (Child& c : children_) {
-    if (c.pid > 0) ::kill(c.pid, SIGTERM);
-  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.drainTimeout).count();
+  sendToChildren(
+      [&](Child& c) {
+        return control_->send(c.spec->role, ipc::Shutdown{static_cast<uint32_t>(ms)});
+      },
+      "Shutdown");
 }
 
 void Supervisor::reload() {
@@ -234,19 +395,139 @@ void Supervisor::reload() {
     LOG_ERR("SIGHUP: config not reloaded, keeping the running one: {}", v.error());
     return;
   }
-  if (fresh->addr != cfg_.addr || fresh->httpPort != cfg_.httpPort) {
-    LOG_WARN("SIGHUP: -a / -http-port changed; new listening sockets need a restart of derpd");
+  applyDevDefaults(*fresh);
+  std::string meshKey;
+  if (!fresh->meshPskFile.empty()) {
+    auto mk = crypto::readMeshKeyFile(fresh->meshPskFile);
+    if (!mk) {
+      LOG_ERR("SIGHUP: config not reloaded, keeping the running one: {}", mk.error());
+      return;
+    }
+    meshKey = *mk;
   }
+  for (const std::string& key : config::keyNames()) {
+    if (std::find(kLiveKeys.begin(), kLiveKeys.end(), key) != kLiveKeys.end()) continue;
+    if (config::renderValue(*fresh, key) != config::renderValue(cfg_, key)) {
+      LOG_WARN("SIGHUP: {} changed ({} -> {}); that takes effect when derpd restarts", key,
+               config::renderValue(cfg_, key), config::renderValue(*fresh, key));
+    }
+  }
+  if (meshKey != meshKey_) LOG_INFO("SIGHUP: new mesh key from {}", fresh->meshPskFile);
+  std::fill(meshKey_.begin(), meshKey_.end(), '\0');
+  meshKey_ = std::move(meshKey);
+  if (fresh->logLevel != cfg_.logLevel) {
+    log::setLevel(fresh->logLevel);
+    LOG_INFO("SIGHUP: log level {}", fresh->logLevel);
+  }
+  // Only the live keys change; everything else stays as the processes run it.
+  cfg_.logLevel = fresh->logLevel;
+  cfg_.meshPskFile = fresh->meshPskFile;
   LOG_INFO("SIGHUP: configuration re-read; passing the reload to the children");
-  for (Child& c : children_) {
-    if (c.pid > 0) ::kill(c.pid, SIGHUP);
+  sendToChildren(
+      [&](Child& c) {
+        ipc::Reload msg{cfg_.logLevel, c.spec->role == Role::DerpWorker ? meshKey_ : std::string()};
+        return control_->send(c.spec->role, msg);
+      },
+      "Reload");
+}
+
+void Supervisor::reopenLogs() {
+  log::reopen();
+  LOG_INFO("SIGUSR1: log file reopened");
+  sendToChildren([&](Child& c) { return control_->send(c.spec->role, ipc::LogReopen{}); }, "LogReopen");
+}
+
+// ---- control plane ----
+
+Result<void> Supervisor::onReady(Role from, const ipc::Ready&) {
+  Child* c = childFor(from);
+  if (!c || c->pid <= 0) return makeError("Ready from a role that is not running");
+  c->ready = true;
+  LOG_INFO("{} is ready (pid {})", c->name(), c->pid);
+  return okResult();
+}
+
+Result<void> Supervisor::onMetricsReport(Role from, const ipc::MetricsReport& msg) {
+  Child* c = childFor(from);
+  if (!c || c->pid <= 0) return makeError("MetricsReport from a role that is not running");
+  for (const ipc::Metric& m : msg.metrics) {
+    // Copied into /debug/varz: a bad name or label would corrupt it.
+    if (!ipc::isValidMetric(m)) return makeError("bad metric name or labels in MetricsReport");
+  }
+  c->metrics = msg.metrics;
+  return okResult();
+}
+
+Result<void> Supervisor::onSnapshotRequest(Role from, const ipc::MetricsSnapshotRequest&) {
+  ipc::MetricsSnapshotReply reply;
+  ipc::RoleMetrics own{Role::Supervisor, {}};
+  for (const Child& c : children_) {
+    const std::string label = "role=\"" + c.name() + "\"";
+    own.metrics.push_back({"derpd_role_up", label, c.pid > 0 && c.ready ? 1.0 : 0.0, ipc::MetricType::Gauge});
+    own.metrics.push_back({"derpd_role_restarts", label, double(c.restarts), ipc::MetricType::Counter});
+  }
+  reply.roles.push_back(std::move(own));
+  for (const Child& c : children_) {
+    if (c.spec->role != from && !c.metrics.empty()) reply.roles.push_back({c.spec->role, c.metrics});
+  }
+  ipc::SendResult r = control_->send(from, reply, requestId_);
+  if (!r.ok()) LOG_WARN("metrics snapshot for {}: {}", ipc::roleName(from), r.error);
+  return okResult();
+}
+
+void Supervisor::pollControl() {
+  for (int round = 0; round < 64; ++round) {
+    ipc::PollResult r = control_->poll(
+        [this](Role from, const ipc::Envelope& env) {
+          requestId_ = env.requestId;
+          return ipc::dispatch(*this, kHandlers, from, env);
+        },
+        kControlBudget);
+    if (r.fault) {
+      const ipc::PeerFault& f = *r.fault;
+      Child* c = f.peer ? childFor(*f.peer) : nullptr;
+      if (c && c->pid > 0) {
+        LOG_ERR("control: {}; killing {} (pid {}) so that it restarts", f.describe(), c->name(), c->pid);
+        ::kill(c->pid, SIGKILL);
+      } else {
+        LOG_ERR("control: {}; ignored (no such child running)", f.describe());
+      }
+      continue;  // the rest of the queue still needs reading
+    }
+    if (!r.more) return;
+  }
+}
+
+void Supervisor::readChildLog(Child& c) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(c.logFd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {  // the child and every copy of the write end are gone
+      if (!c.logPartial.empty()) log::writeRaw(c.logPartial);
+      c.logPartial.clear();
+      ::close(c.logFd);
+      c.logFd = -1;
+      return;
+    }
+    c.logPartial.append(buf, size_t(n));
+    size_t start = 0;
+    for (size_t nl; (nl = c.logPartial.find('\n', start)) != std::string::npos; start = nl + 1) {
+      log::writeRaw(std::string_view(c.logPartial).substr(start, nl - start));
+    }
+    c.logPartial.erase(0, start);
+    if (c.logPartial.size() > kMaxLogLine) {
+      log::writeRaw(c.logPartial);
+      c.logPartial.clear();
+    }
   }
 }
 
 int Supervisor::run() {
   for (Child& c : children_) {
     if (auto r = spawn(c); !r) {
-      LOG_ERR("cannot start {}: {}", c.spec->name, r.error());
+      LOG_ERR("cannot start {}: {}", c.name(), r.error());
       return 1;
     }
   }
@@ -258,7 +539,8 @@ int Supervisor::run() {
       stopDeadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(cfg_.drainTimeout) +
                      std::chrono::seconds(5);
     }
-    // Sleep until a signal or the next restart / stop deadline.
+    // Sleep until a signal, a control message, a child's log line or the
+    // next restart / stop deadline.
     int timeout = 1000;
     auto now = Clock::now();
     for (const Child& c : children_) {
@@ -267,12 +549,19 @@ int Supervisor::run() {
         timeout = std::clamp<int>(int(ms), 0, timeout);
       }
     }
-    pollfd pfd{sigFd_, POLLIN, 0};
-    int n = ::poll(&pfd, 1, timeout);
+    std::vector<pollfd> pfds = {{sigFd_, POLLIN, 0}, {control_->fd(), POLLIN, 0}};
+    for (const Child& c : children_) {
+      if (c.logFd >= 0) pfds.push_back({c.logFd, POLLIN, 0});
+    }
+    int n = ::poll(pfds.data(), pfds.size(), timeout);
     if (n < 0 && errno != EINTR) {
       LOG_ERR("poll: {}", std::strerror(errno));
       return 1;
     }
+    for (Child& c : children_) {
+      if (c.logFd >= 0) readChildLog(c);
+    }
+    pollControl();
     signalfd_siginfo si;
     while (::read(sigFd_, &si, sizeof si) == ssize_t(sizeof si)) {
       switch (si.ssi_signo) {
@@ -290,8 +579,7 @@ int Supervisor::run() {
           reload();
           break;
         case SIGUSR1:
-          log::reopen();
-          LOG_INFO("SIGUSR1: log file reopened");
+          reopenLogs();
           break;
         default:
           break;
@@ -303,7 +591,7 @@ int Supervisor::run() {
       if (stopDeadline != Clock::time_point{} && now >= stopDeadline) {
         for (Child& c : children_) {
           if (c.pid > 0) {
-            LOG_WARN("{} (pid {}) did not stop in time: SIGKILL", c.spec->name, c.pid);
+            LOG_WARN("{} (pid {}) did not stop in time: SIGKILL", c.name(), c.pid);
             ::kill(c.pid, SIGKILL);
           }
         }
@@ -315,7 +603,7 @@ int Supervisor::run() {
       if (c.pid < 0 && c.restartAt != Clock::time_point{} && now >= c.restartAt) {
         c.restartAt = {};
         if (auto r = spawn(c); !r) {
-          LOG_ERR("cannot restart {}: {}", c.spec->name, r.error());
+          LOG_ERR("cannot restart {}: {}", c.name(), r.error());
           c.restartAt = now + restartDelay(++c.quickFailures);
         }
       }

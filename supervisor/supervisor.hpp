@@ -1,18 +1,26 @@
-// derpd's supervisor: opens the listening sockets and the server key while
-// privileged, fork+execs each role binary from one spawn table (sockets as
-// inherited fds, the key over a pipe), restarts children that die with capped
-// exponential backoff, and turns signals into actions. It never parses
-// network data. Included by derpd only.
+// derpd's supervisor: opens the listening sockets, the server key and the
+// mesh key while privileged, fork+execs each role binary from one spawn table
+// (sockets as inherited fds, secrets over pipes), serves the control plane
+// (ZeroMQ ROUTER in the runtime dir, docs/IPC.md), restarts children that die
+// with capped exponential backoff, and turns signals into control messages.
+// It never parses network data. Included by derpd only.
 #pragma once
 
 #include <sys/types.h>
 
+#include <zmq.hpp>
+
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/config/config.hpp"
+#include "common/ipc/channel.hpp"
+#include "common/ipc/messages.hpp"
+#include "common/ipc/role.hpp"
 #include "common/util/result.hpp"
 
 namespace derpd::supervisor {
@@ -21,22 +29,36 @@ using Clock = std::chrono::steady_clock;
 
 struct Child;
 
+// A secret handed to a child through a pipe: "--key-fd" + the bytes.
+struct Secret {
+  std::string flag;
+  std::string bytes;
+};
+
 // One row of the spawn table.
 struct RoleSpec {
-  std::string name;    // role and binary name, e.g. "derp-worker"
-  bool required;       // derpd exits when it cannot keep this role running
-  // argv[1..] for the role, given the fds the supervisor hands down.
-  std::function<std::vector<std::string>(const Child&)> args;
+  ipc::Role role;
+  bool required;  // derpd exits when it cannot keep this role running
+  // argv[1..] for the role (the supervisor adds --control and the secret fds).
+  std::function<std::vector<std::string>()> args;
+  // Secrets piped to the role at each start.
+  std::function<std::vector<Secret>()> secrets;
+  // Inherited fds (listeners) the role keeps across exec.
+  std::function<std::vector<int>()> fds;
 };
 
 struct Child {
   const RoleSpec* spec = nullptr;
   pid_t pid = -1;
+  bool ready = false;             // said Ready since its last start
   Clock::time_point startedAt{};
   Clock::time_point restartAt{};  // when pid == -1 and a restart is due
   int quickFailures = 0;          // consecutive exits soon after start
   uint64_t restarts = 0;
-  int keyFd = -1;                 // read end of the key pipe, in the child only
+  std::vector<ipc::Metric> metrics;  // its last MetricsReport
+  int logFd = -1;                 // read end of its stderr pipe (with --log-file)
+  std::string logPartial;         // an unfinished line from logFd
+  std::string name() const;
 };
 
 class Supervisor {
@@ -44,32 +66,50 @@ class Supervisor {
   Supervisor(config::Config cfg, std::vector<std::string> args);
   ~Supervisor();
 
-  // Opens listeners, key file and runtime dirs; fatal errors are returned.
+  // Opens listeners, key files, the runtime dir and the control socket;
+  // fatal errors are returned.
   Result<void> prepare();
   // Spawns every role and runs until SIGTERM/SIGINT (exit code 0) or until a
   // required role cannot start (non-zero).
   int run();
 
+  // Control-plane handlers (the dispatch table in supervisor.cpp).
+  Result<void> onReady(ipc::Role from, const ipc::Ready& msg);
+  Result<void> onMetricsReport(ipc::Role from, const ipc::MetricsReport& msg);
+  Result<void> onSnapshotRequest(ipc::Role from, const ipc::MetricsSnapshotRequest& msg);
+
  private:
+  Result<void> prepareRuntimeDir();
   Result<void> spawn(Child& c);
   void reap();
   void onChildExit(Child& c, int status);
   void reload();
+  void reopenLogs();
   void stopAll();
+  void pollControl();
+  void readChildLog(Child& c);
+  void sendToChildren(const std::function<ipc::SendResult(Child&)>& send, const char* what);
+  Child* childFor(ipc::Role role);
   std::string binaryPath(const std::string& role) const;
 
   config::Config cfg_;
-  std::vector<std::string> args_;   // the command line, for reloads
+  std::vector<std::string> args_;  // the command line, for reloads
   std::vector<RoleSpec> table_;
   std::vector<Child> children_;
   std::string libexecDir_;
-  std::string keyBytes_;            // derper key file contents, piped to derp-worker
+  std::string keyBytes_;   // derper key file contents, piped to derp-worker
+  std::string meshKey_;    // -mesh-psk-file's key, piped to derp-worker
   bool tls_ = false;
   bool dropPrivileges_ = false;
-  std::string emptyDir_;
+  std::string runDir_;     // the runtime dir in use (0700)
+  bool ownRunDir_ = false; // a private temp dir made for this run, removed at exit
+  std::string emptyDir_;   // chroot for children that need no files
   int listenFd_ = -1;
   int port80Fd_ = -1;
   int sigFd_ = -1;
+  zmq::context_t zmq_{1};
+  std::unique_ptr<ipc::Channel> control_;
+  uint64_t requestId_ = 0;  // of the message being dispatched
   bool stopping_ = false;
   int exitCode_ = 0;
 };

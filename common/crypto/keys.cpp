@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <system_error>
 
+#include "common/util/fd.hpp"
 #include "common/util/go_json.hpp"
 
 namespace derpd::crypto {
@@ -346,6 +348,29 @@ Result<NodePrivate> loadOrCreateKeyFile(const std::string& path, bool* created) 
   if (!w) return std::move(w).takeError();
   if (created) *created = true;
   return key;
+}
+
+Result<std::string> parseMeshKey(std::string_view s) {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  if (s.size() < 64) return makeError("key must be at least 64 hex digits");
+  for (char c : s) {
+    const bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (!hex) return makeError("key must be hex digits only");
+  }
+  return std::string(s);
+}
+
+Result<std::string> readMeshKeyFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return makeError("mesh key file " + path + ": " + std::strerror(errno));
+  auto data = readAllAndClose(fd, 64 * 1024, "mesh key file " + path);
+  if (!data.ok()) return data;
+  auto k = parseMeshKey(*data);
+  std::fill(data->begin(), data->end(), '\0');
+  if (!k.ok()) return makeError("mesh key file " + path + ": " + k.error());
+  return k;
 }
 
 }  // namespace derpd::crypto

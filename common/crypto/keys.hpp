@@ -82,6 +82,12 @@ std::string keyFileContents(const NodePrivate& key);
 // Parses key-file bytes (no I/O).
 Result<NodePrivate> parseKeyFile(std::string_view contents);
 
+// derper's -mesh-psk-file rule: the file's content with surrounding white
+// space trimmed must match ^[0-9a-fA-F]{64,}$. Returns the trimmed key.
+Result<std::string> parseMeshKey(std::string_view contents);
+// Reads (at most 64 KiB of) `path` and parses it; errors name the file.
+Result<std::string> readMeshKeyFile(const std::string& path);
+
 struct NodePublicHash {
   size_t operator()(const NodePublic& k) const noexcept {
     size_t h;

@@ -77,8 +77,10 @@ void Channel::configure() {
   sock_.set(zmq::sockopt::linger, 0);
   sock_.set(zmq::sockopt::sndhwm, opts_.sendHwm);
   sock_.set(zmq::sockopt::rcvhwm, opts_.recvHwm);
-  sock_.set(zmq::sockopt::maxmsgsize,
-            static_cast<int64_t>(maxBodyFor(self_) + kEnvelopeOverhead));
+  // The envelope's own cap, not the policy's per-type one: a message over
+  // its policy size must reach checkPolicy() and be a peer fault, not make
+  // libzmq drop the connection silently.
+  sock_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(kMaxEnvelopeBytes));
   if (router_) {
     sock_.set(zmq::sockopt::router_mandatory, 1);
     sock_.set(zmq::sockopt::router_handover, 1);

@@ -34,9 +34,10 @@
 //     kDefaultHwm messages); kill and respawn it, as for a missed deadline.
 //   - anything else from a child: log, drop, and let the supervisor's own
 //     timeouts notice; a child never blocks its event loop on the supervisor.
-// An oversized message (> ZMQ_MAXMSGSIZE, sized from the policy table) makes
-// libzmq drop the connection; the peer sees nothing more and the supervisor's
-// liveness checks take over.
+// A message over its policy size is a peer fault like any other. One over
+// ZMQ_MAXMSGSIZE (the envelope cap, kMaxEnvelopeBytes) makes libzmq drop the
+// connection; only the supervisor could send one to a child (its own bug),
+// and a child whose supervisor is gone dies of PR_SET_PDEATHSIG.
 //
 // Event-loop contract (libzmq's ZMQ_FD semantics): fd() is edge-like. Add it
 // to epoll with EPOLLIN; when it wakes, call poll(), which reads with
@@ -143,6 +144,9 @@ class Channel {
   // True once `peer`'s valid Hello has been received in this session.
   bool peerReady(Role peer) const { return peers_[roleIndex(peer)].ready; }
   const std::string& peerBuildId(Role peer) const { return peers_[roleIndex(peer)].buildId; }
+  // Ends `peer`'s session (it exited): sends to it fail with NoPeer until its
+  // next Hello.
+  void forgetPeer(Role peer) { peers_[roleIndex(peer)] = PeerState{}; }
 
   template <typename T>
   SendResult send(Role to, const T& msg, uint64_t requestId = 0) {

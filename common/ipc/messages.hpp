@@ -158,9 +158,14 @@ struct Hello {
 
 // ---- supervisor -> child ----
 
+// Sent on SIGHUP after the supervisor re-read the config file and the key
+// material it names. Settings that need a new socket are not here: they need
+// a restart of derpd (the supervisor says so in its log).
 struct Reload {
   static constexpr MsgType kType = MsgType::Reload;
-  DERPD_IPC_DEFINE_EMPTY_MAP()
+  std::string logLevel;  // trace|debug|info|warn|error; empty = unchanged
+  std::string meshKey;   // derp-worker only: the -mesh-psk-file key (hex); empty = none
+  MSGPACK_DEFINE_MAP(MSGPACK_NVP("log_level", logLevel), MSGPACK_NVP("mesh_key", meshKey));
   bool operator==(const Reload&) const = default;
 };
 
@@ -194,6 +199,10 @@ struct Metric {
   MSGPACK_DEFINE_MAP(name, labels, value, type);
   bool operator==(const Metric&) const = default;
 };
+
+// A Prometheus metric name ([A-Za-z0-9_], 1..200) and a label body of at
+// most 200 bytes without a newline: what may be copied into /debug/varz.
+bool isValidMetric(const Metric& m);
 
 struct MetricsReport {
   static constexpr MsgType kType = MsgType::MetricsReport;

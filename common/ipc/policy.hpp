@@ -31,6 +31,7 @@ namespace policy_detail {
 using R = Role;
 using T = MsgType;
 inline constexpr size_t kTiny = 64;         // empty or a few scalars
+inline constexpr size_t kSmall = 4096;      // a few short strings (Reload)
 inline constexpr size_t kHello = 512;       // role + build id + version
 inline constexpr size_t kReport = 256 * 1024;
 inline constexpr size_t kSnapshot = kMaxBodyBytes;
@@ -53,11 +54,11 @@ inline constexpr auto kPolicy = [] {
       {T::Hello, R::Monitor, R::Supervisor, kHello},
 
       // supervisor -> child
-      {T::Reload, R::Supervisor, R::DerpWorker, kTiny},
-      {T::Reload, R::Supervisor, R::StunWorker, kTiny},
-      {T::Reload, R::Supervisor, R::CertAgent, kTiny},
-      {T::Reload, R::Supervisor, R::MeshHelper, kTiny},
-      {T::Reload, R::Supervisor, R::Monitor, kTiny},
+      {T::Reload, R::Supervisor, R::DerpWorker, kSmall},
+      {T::Reload, R::Supervisor, R::StunWorker, kSmall},
+      {T::Reload, R::Supervisor, R::CertAgent, kSmall},
+      {T::Reload, R::Supervisor, R::MeshHelper, kSmall},
+      {T::Reload, R::Supervisor, R::Monitor, kSmall},
       {T::Shutdown, R::Supervisor, R::DerpWorker, kTiny},
       {T::Shutdown, R::Supervisor, R::StunWorker, kTiny},
       {T::Shutdown, R::Supervisor, R::CertAgent, kTiny},
@@ -94,7 +95,7 @@ constexpr const PolicyRule* findPolicy(MsgType type, Role sender, Role receiver)
   return nullptr;
 }
 
-// Largest body `receiver` may be sent by anyone (0 if none); sizes ZMQ_MAXMSGSIZE.
+// Largest body `receiver` may be sent by anyone (0 if none).
 constexpr size_t maxBodyFor(Role receiver) {
   size_t m = 0;
   for (const PolicyRule& r : kPolicy) {

@@ -13,6 +13,7 @@ std::mutex g_mu;
 std::string g_role;
 std::string g_file;
 std::string g_level;
+std::shared_ptr<spdlog::logger> g_raw;  // same destination as the default logger, "%v" only
 
 std::string pattern(const std::string& role) {
   // ISO-8601 UTC with milliseconds, role[pid], level.
@@ -20,16 +21,20 @@ std::string pattern(const std::string& role) {
 }
 
 void install() {
-  std::shared_ptr<spdlog::logger> lg;
-  if (g_file.empty()) {
-    lg = std::make_shared<spdlog::logger>(g_role, std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  } else {
-    lg = std::make_shared<spdlog::logger>(
-        g_role, std::make_shared<spdlog::sinks::basic_file_sink_mt>(g_file, false));
-  }
+  // A sink owns its formatter, so the raw logger gets a sink of its own on
+  // the same destination (both append whole lines).
+  auto makeSink = []() -> spdlog::sink_ptr {
+    if (g_file.empty()) return std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    return std::make_shared<spdlog::sinks::basic_file_sink_mt>(g_file, false);
+  };
+  auto lg = std::make_shared<spdlog::logger>(g_role, makeSink());
   lg->set_pattern(pattern(g_role), spdlog::pattern_time_type::utc);
   lg->set_level(spdlog::level::from_str(g_level));
   lg->flush_on(spdlog::level::trace);
+  g_raw = std::make_shared<spdlog::logger>(g_role + "-raw", makeSink());
+  g_raw->set_pattern("%v");
+  g_raw->set_level(spdlog::level::trace);
+  g_raw->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(lg);
 }
 }  // namespace
@@ -45,6 +50,21 @@ void init(const std::string& role, const std::string& level, const std::string& 
 void reopen() {
   std::lock_guard lk(g_mu);
   if (!g_file.empty()) install();
+}
+
+void writeRaw(std::string_view line) {
+  std::lock_guard lk(g_mu);
+  if (g_raw) g_raw->info("{}", line);
+}
+
+bool setLevel(const std::string& level) {
+  auto lv = spdlog::level::from_str(level);
+  // from_str maps unknown names to "off"; only accept a real name.
+  if (lv == spdlog::level::off && level != "off") return false;
+  std::lock_guard lk(g_mu);
+  g_level = level;
+  spdlog::default_logger()->set_level(lv);
+  return true;
 }
 
 }  // namespace derpd::log

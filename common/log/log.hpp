@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <string>
+#include <string_view>
 
 namespace derpd::log {
 
@@ -17,6 +18,11 @@ void init(const std::string& role, const std::string& level = "info",
           const std::string& file = "");
 // Reopens the log file (SIGUSR1); no-op when logging to stderr.
 void reopen();
+// Appends an already formatted line (a child's, read from its stderr pipe)
+// to the same destination, without adding a prefix. `line` has no newline.
+void writeRaw(std::string_view line);
+// Changes the level of the default logger (a Reload). False for a bad name.
+bool setLevel(const std::string& level);
 
 }  // namespace derpd::log
 

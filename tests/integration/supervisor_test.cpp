@@ -99,17 +99,7 @@ TEST_F(SupervisorTest, KilledWorkerIsBackWithinTwoSeconds) {
   EXPECT_TRUE(expectClosed(*old));
   // A new client relays within 2 s of the kill.
   std::unique_ptr<client::Client> a, b;
-  ASSERT_TRUE(waitFor(
-      [&] {
-        auto ra = dial(*d, keys::alice());
-        if (!ra.ok()) return false;
-        auto rb = dial(*d, keys::bob());
-        if (!rb.ok()) return false;
-        a = std::move(ra).value();
-        b = std::move(rb).value();
-        return true;
-      },
-      Millis(2000), Millis(20)));
+  ASSERT_TRUE(dialPairWithin(*d, a, b, Millis(2000)));
   EXPECT_TRUE(exchange(*a, *b, patternBytes(1280, 3)));
   EXPECT_LT(std::chrono::steady_clock::now() - killed, std::chrono::milliseconds(2500));
   pid_t second = childPid(*d, 2);

@@ -284,7 +284,8 @@ WorkerProcess::~WorkerProcess() {
   if (pid_ > 0 && !exitStatus_) kill9();
 }
 
-Result<void> WorkerProcess::start(const std::vector<std::string>& args, const std::string& binary) {
+Result<void> WorkerProcess::start(const std::vector<std::string>& args, const std::string& binary,
+                                  const std::string& readyLine) {
   if (pid_ > 0) return makeError("worker already started");
   args_ = args;
   std::string bin = binary.empty() ? workerBinary() : binary;
@@ -341,7 +342,23 @@ Result<void> WorkerProcess::start(const std::vector<std::string>& args, const st
   std::string failure;
   for (int iter = 0; iter < 100000; iter++) {
     std::string text = logText();
-    if (auto u = tokenAfter(text, "serving DERP on ")) {
+    if (!readyLine.empty()) {
+      if (auto t = tokenAfter(text, readyLine)) {
+        url_ = *t;
+        auto colon = t->rfind(':');
+        int p = 0;
+        for (size_t k = colon == std::string::npos ? t->size() : colon + 1; k < t->size() && p <= 65535; k++) {
+          if ((*t)[k] < '0' || (*t)[k] > '9') {
+            p = 0;
+            break;
+          }
+          p = p * 10 + ((*t)[k] - '0');
+        }
+        port_ = static_cast<uint16_t>(p <= 65535 ? p : 0);
+        if (ino >= 0) ::close(ino);
+        return okResult();
+      }
+    } else if (auto u = tokenAfter(text, "serving DERP on ")) {
       auto p = urlPort(*u);
       if (!p) {
         failure = "cannot parse the DERP URL '" + *u + "'";
@@ -1256,6 +1273,21 @@ client::ClientOptions clientOptions(const WorkerProcess& w, const crypto::NodePr
   return o;
 }
 
+bool dialPairWithin(const WorkerProcess& w, std::unique_ptr<client::Client>& alice,
+                    std::unique_ptr<client::Client>& bob, Millis timeout) {
+  return waitFor(
+      [&] {
+        auto ra = dial(w, keys::alice());
+        if (!ra.ok()) return false;
+        auto rb = dial(w, keys::bob());
+        if (!rb.ok()) return false;
+        alice = std::move(ra).value();
+        bob = std::move(rb).value();
+        return true;
+      },
+      timeout);
+}
+
 Result<std::unique_ptr<client::Client>> dial(const WorkerProcess& w, const crypto::NodePrivate& key,
                                              const std::function<void(client::ClientOptions&)>& tweak) {
   auto o = clientOptions(w, key);
@@ -1482,6 +1514,18 @@ WorkerProcess* WorkerTest::startDerpd(const std::vector<std::string>& args) {
   return w;
 }
 
+WorkerProcess* WorkerTest::startBinary(const std::string& binary, const std::vector<std::string>& args,
+                                       const std::string& readyLine) {
+  workers_.push_back(std::make_unique<WorkerProcess>());
+  WorkerProcess* w = workers_.back().get();
+  auto r = w->start(args, binDir() + "/" + binary, readyLine);
+  if (!r.ok()) {
+    ADD_FAILURE() << binary << " start: " << r.error();
+    return nullptr;
+  }
+  return w;
+}
+
 std::vector<std::string> WorkerTest::derpdArgs() {
   std::string conf = tmp().file("derpd.conf");
   writeFile(conf, "# empty: defaults and flags only\n");
@@ -1500,7 +1544,7 @@ void WorkerTest::TearDown() {
       if (r.ok()) {
         EXPECT_EQ(*r, 0) << "derp-worker exit status after SIGTERM";
       }
-    } else if (!w->stopRequested()) {
+    } else if (!w->stopRequested() && !w->exitExpected()) {
       ADD_FAILURE() << "derp-worker (pid " << w->pid() << ") exited on its own during the test, status "
                     << w->exitStatus().value_or(-1);
     }

@@ -124,7 +124,12 @@ class WorkerProcess {
   // "serving port-80 HTTP on <url>" line), or fails after kStartDeadline or
   // when the process exits first.
   // `binary` overrides the executable (default: workerBinary()).
-  Result<void> start(const std::vector<std::string>& args, const std::string& binary = "");
+  // A non-empty `readyLine` replaces the DERP readiness rule: start returns
+  // once a complete log line contains it; url() is then the token after it
+  // and port() that token's trailing ":<port>" (0 when it has none). E.g.
+  // "serving STUN on " for stun-worker.
+  Result<void> start(const std::vector<std::string>& args, const std::string& binary = "",
+                     const std::string& readyLine = "");
   // Sends `sig` (SIGTERM) and waits for exit; after kStopDeadline sends
   // SIGKILL and fails. Returns the exit code (or 128+signal when killed).
   Result<int> stop(int sig = SIGTERM);
@@ -136,6 +141,9 @@ class WorkerProcess {
   std::optional<int> exitStatus() const { return exitStatus_; }
   // True when the exit came from stop() or kill9().
   bool stopRequested() const { return stopRequested_; }
+  // The test provokes the process's own exit: TearDown does not fail on it.
+  void expectExit() { exitExpected_ = true; }
+  bool exitExpected() const { return exitExpected_; }
 
   pid_t pid() const { return pid_; }
   const std::string& logPath() const { return logPath_; }
@@ -169,6 +177,7 @@ class WorkerProcess {
   pid_t pid_ = -1;
   std::optional<int> exitStatus_;
   bool stopRequested_ = false;
+  bool exitExpected_ = false;
   std::string url_;
   uint16_t port_ = 0;
   int port80_ = -1;
@@ -343,6 +352,11 @@ Result<std::unique_ptr<client::Client>> dial(
     const WorkerProcess& w, const crypto::NodePrivate& key,
     const std::function<void(client::ClientOptions&)>& tweak = nullptr);
 
+// Retries until alice and bob are both connected to w (e.g. while a restarted
+// worker comes up), or `timeout` passes.
+bool dialPairWithin(const WorkerProcess& w, std::unique_ptr<client::Client>& alice,
+                    std::unique_ptr<client::Client>& bob, Millis timeout);
+
 std::string describe(const client::Message& m);
 bool isTimeoutError(const std::string& err);
 
@@ -418,6 +432,10 @@ class WorkerTest : public ::testing::Test {
   // Starts the supervisor (binDir()/derpd) with `args`; ready when its
   // derp-worker child logs "serving DERP on". Stopped at TearDown like workers.
   WorkerProcess* startDerpd(const std::vector<std::string>& args);
+  // Starts binDir()/<binary> (e.g. "stun-worker") with `args`; ready when its
+  // log has `readyLine` (see WorkerProcess::start). Stopped at TearDown like workers.
+  WorkerProcess* startBinary(const std::string& binary, const std::vector<std::string>& args,
+                             const std::string& readyLine);
   // derpd arguments for a test: an empty --config, --runtime-dir in tmp(),
   // --user nobody when root, -dev on 127.0.0.1:0, two loops, debug logs.
   std::vector<std::string> derpdArgs();

@@ -55,7 +55,7 @@ TEST(IpcPolicy, SizeLimits) {
             findPolicy(MsgType::Hello, Role::MeshHelper, Role::Supervisor)->maxBodyBytes);
   EXPECT_EQ(maxBodyFor(Role::DerpWorker), kMaxBodyBytes);
   EXPECT_EQ(maxBodyFor(Role::Supervisor), 256u * 1024u);
-  EXPECT_LT(maxBodyFor(Role::StunWorker), 1024u);
+  EXPECT_EQ(maxBodyFor(Role::StunWorker), 4096u);  // Reload
 }
 
 TEST(IpcPolicy, EveryMessageHasARow) {

@@ -1,0 +1,42 @@
+// A child's end of the control plane: connect to the supervisor's ROUTER,
+// finish the Hello handshake before the sandbox is entered (connect() and the
+// handshake need the socket path, which a chroot hides), then serve the
+// channel from the child's own event loop.
+//
+//   zmq::context_t ctx(1);
+//   auto ch = ipc::connectToSupervisor(ctx, Role::StunWorker, endpoint, 10s);
+//   ... enterSandbox, start serving ...
+//   ch->send(Role::Supervisor, ipc::Ready{getpid()});
+//   loop: epoll on ch->fd() (EPOLLIN) and on every wake-up and after every
+//         send: auto r = ch->poll(handler); if (r.fault) exit(1).
+//
+// Also: armParentDeathSignal(), which a child calls after its privilege drop
+// (a uid change clears PR_SET_PDEATHSIG) so it never outlives derpd.
+// Included by every child role, before and after its privilege drop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/ipc/channel.hpp"
+#include "common/ipc/role.hpp"
+#include "common/util/result.hpp"
+
+namespace derpd::ipc {
+
+// Channel::connect, then waits up to `timeout` for the supervisor's Hello.
+// Nothing after the Hello is read: those messages stay queued for the
+// caller's poll(). An error names the endpoint and what went wrong (no answer,
+// a peer fault in the handshake).
+Result<std::unique_ptr<Channel>> connectToSupervisor(zmq::context_t& ctx, Role self,
+                                                     const std::string& endpoint,
+                                                     std::chrono::milliseconds timeout);
+
+// PR_SET_PDEATHSIG(SIGTERM), then checks the parent is still `parent` (the
+// pid seen at start): an error when it already died, so the caller exits.
+Result<void> armParentDeathSignal(pid_t parent);
+
+}  // namespace derpd::ipc
