@@ -294,3 +294,40 @@ TEST_F(ControlTest, SighupNamesSettingsThatNeedARestart) {
 
 }  // namespace
 }  // namespace derpd::test
+
+namespace derpd::test {
+namespace {
+
+// With --log-file every line, the children's included (derpd copies them
+// from their stderr), goes to the file; SIGUSR1 after a rotation (rename)
+// makes derpd write to a new file at the configured path.
+TEST_F(ControlTest, SigusrOneReopensTheLogFileWithTheChildrensLines) {
+  WorkerProcess d;
+  const std::string logFile = d.logPath();  // the harness reads this path
+  auto args = derpdArgs();
+  args.insert(args.end(), {"--log-file", logFile});
+  auto r = d.start(args, binDir() + "/derpd");
+  ASSERT_TRUE(r.ok()) << r.error() << "\n" << d.logText();
+  std::string first = d.logText();
+  EXPECT_NE(first.find("derpd["), std::string::npos);
+  EXPECT_NE(first.find("] info: serving DERP on"), std::string::npos) << first;
+
+  ASSERT_EQ(::rename(logFile.c_str(), (logFile + ".1").c_str()), 0);
+  ASSERT_EQ(::kill(d.pid(), SIGUSR1), 0);
+  ASSERT_TRUE(waitFor([&] { return d.logText().find("SIGUSR1: log file reopened") != std::string::npos; },
+                      Millis(5000)));
+  ASSERT_EQ(::kill(d.pid(), SIGHUP), 0);
+  ASSERT_TRUE(waitFor([&] { return d.logText().find("derp-worker[") != std::string::npos &&
+                                   d.logText().find("reload: log level") != std::string::npos; },
+                      Millis(5000)))
+      << d.logText();
+  std::string rotated = readFile(logFile + ".1").value_or("");
+  EXPECT_EQ(rotated.find("reload: log level"), std::string::npos) << "written to the rotated file";
+  auto st = d.stop(SIGTERM);
+  ASSERT_TRUE(st.ok()) << st.error();
+  EXPECT_EQ(*st, 0);
+  EXPECT_TRUE(d.errorLines().empty()) << d.logText();
+}
+
+}  // namespace
+}  // namespace derpd::test
