@@ -5,7 +5,7 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Uni
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-unit test-asan test-fuzz fuzz clean
+.PHONY: all deps build run test test-unit test-asan test-fuzz fuzz package clean
 
 all: build
 
@@ -43,6 +43,11 @@ test-fuzz: deps
 # Long fuzzing: 10 minutes per target.
 fuzz:
 	@$(MAKE) --no-print-directory test-fuzz FUZZ_SECONDS=600
+
+# The Debian package (CPack): build/package/derpd_<version>_<arch>.deb.
+package: build
+	@cpack --config build/CPackConfig.cmake -B build/package >build/cpack.log 2>&1 || { cat build/cpack.log; exit 1; }
+	@ls -1t $(CURDIR)/build/package/*.deb | head -n 1
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -2,6 +2,7 @@
 
 #include <array>
 
+#include "common/ipc/child.hpp"
 #include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
 
@@ -18,13 +19,8 @@ static_assert(ipc::uniqueTypes(kHandlers));
 }  // namespace
 
 Result<void> Control::poll() {
-  for (;;) {
-    ipc::PollResult r = ch_.poll(
-        [this](ipc::Role from, const ipc::Envelope& env) { return ipc::dispatch(*this, kHandlers, from, env); },
-        256);
-    if (r.fault) return makeError(r.fault->describe());
-    if (!r.more) return okResult();
-  }
+  return ipc::pollChild(
+      ch_, [this](ipc::Role from, const ipc::Envelope& env) { return ipc::dispatch(*this, kHandlers, from, env); });
 }
 
 void Control::requestSnapshot() {

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/config/go_flags.hpp"
 #include "common/crypto/keys.hpp"
 #include "common/ipc/child.hpp"
 #include "common/log/log.hpp"
@@ -90,18 +91,7 @@ int fail(const std::string& msg) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   auto opts = parseOptions(args);
-  if (!opts) {
-    std::fprintf(stderr, "derp-worker: %s\n(run derp-worker --help for usage)\n", opts.error().c_str());
-    return 2;
-  }
-  if (opts->help) {
-    std::fputs(usage().c_str(), stdout);
-    return 0;
-  }
-  if (opts->version) {
-    std::printf("derp-worker %s (%s)\n", DERPD_VERSION, DERPD_GIT_REV);
-    return 0;
-  }
+  if (auto rc = config::earlyExit("derp-worker", opts, usage)) return *rc;
   log::init("derp-worker", opts->logLevel);
 
   // Signals are taken synchronously (sigwait or a signalfd); block them

@@ -18,6 +18,7 @@
 #include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
 #include "common/net/listener.hpp"
+#include "common/net/udp.hpp"
 #include "common/proc/sandbox.hpp"
 
 namespace derpd::supervisor {
@@ -107,6 +108,19 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
       },
       [this] { return std::vector<int>{listenFd_, port80Fd_}; },
   });
+  if (cfg_.stun) {
+    table_.push_back(RoleSpec{
+        Role::StunWorker, true,
+        [this] {
+          std::vector<std::string> a = {"--log-level", cfg_.logLevel};
+          for (int fd : udpFds_) a.insert(a.end(), {"--udp-fd", std::to_string(fd)});
+          if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
+          return a;
+        },
+        nullptr,
+        [this] { return udpFds_; },
+    });
+  }
 }
 
 Supervisor::~Supervisor() {
@@ -117,6 +131,7 @@ Supervisor::~Supervisor() {
   }
   if (listenFd_ >= 0) ::close(listenFd_);
   if (port80Fd_ >= 0) ::close(port80Fd_);
+  for (int fd : udpFds_) ::close(fd);
   if (sigFd_ >= 0) ::close(sigFd_);
   if (control_) {
     const std::string ep = control_->endpoint();
@@ -212,6 +227,13 @@ Result<void> Supervisor::prepare() {
     auto fd80 = net::listenTcp(hp->host, cfg_.httpPort);
     if (!fd80) return makeError("port-80 listener: " + fd80.error());
     port80Fd_ = *fd80;
+  }
+
+  if (cfg_.stun) {
+    // derper serves STUN on the host of -a.
+    auto udp = net::listenUdp(hp->host, cfg_.stunPort);
+    if (!udp) return makeError("STUN: " + udp.error());
+    udpFds_ = *udp;
   }
 
   if (::geteuid() == 0) {

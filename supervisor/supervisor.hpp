@@ -106,6 +106,7 @@ class Supervisor {
   std::string emptyDir_;   // chroot for children that need no files
   int listenFd_ = -1;
   int port80Fd_ = -1;
+  std::vector<int> udpFds_;  // STUN sockets (-stun), for stun-worker
   int sigFd_ = -1;
   zmq::context_t zmq_{1};
   std::unique_ptr<ipc::Channel> control_;

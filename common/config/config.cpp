@@ -43,8 +43,8 @@ const std::vector<KeyDef>& keyTable() {
       {"bootstrap-dns-names", &Settings::bootstrapDnsNames, true, true,
        "comma-separated host names whose addresses /bootstrap-dns publishes"},
       {"c", &Settings::keyFile, true, false,
-       "server key file (JSON {\"PrivateKey\": ...}), created when missing; when empty, "
-       "/var/lib/derper/derper.key as root, an error otherwise (-dev: a fresh random key)"},
+       "server key file (JSON {\"PrivateKey\": ...}), created 0600 when missing; when empty, "
+       "<state-dir>/derper.key (-dev: a fresh random key)"},
       {"certdir", &Settings::certDir, true, false,
        "directory of the ACME cache (letsencrypt) or of HOSTNAME.crt/HOSTNAME.key (manual)"},
       {"certmode", &Settings::certMode, true, false,

@@ -50,6 +50,14 @@ Result<std::unique_ptr<Channel>> connectToSupervisor(zmq::context_t& ctx, Role s
   return ch;
 }
 
+Result<void> pollChild(Channel& ch, const Handler& handler) {
+  for (;;) {
+    PollResult r = ch.poll(handler, 256);
+    if (r.fault) return makeError(r.fault->describe());
+    if (!r.more) return okResult();
+  }
+}
+
 Result<void> armParentDeathSignal(pid_t parent) {
   if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
     return makeError(std::string("prctl(PR_SET_PDEATHSIG): ") + std::strerror(errno));

@@ -35,6 +35,11 @@ Result<std::unique_ptr<Channel>> connectToSupervisor(zmq::context_t& ctx, Role s
                                                      const std::string& endpoint,
                                                      std::chrono::milliseconds timeout);
 
+// Reads everything queued on a child's channel (in batches, so it returns
+// only when nothing is left), dispatching to `handler`. A peer fault is
+// returned as an error with PeerFault::describe(): log it and exit 1.
+Result<void> pollChild(Channel& ch, const Handler& handler);
+
 // PR_SET_PDEATHSIG(SIGTERM), then checks the parent is still `parent` (the
 // pid seen at start): an error when it already died, so the caller exits.
 Result<void> armParentDeathSignal(pid_t parent);

@@ -2,6 +2,9 @@
 // it opens the listener and the key, runs derp-worker as a child with the
 // socket inherited, restarts it when it dies, drops its privileges when
 // started as root, and turns signals into actions.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +15,7 @@
 #include <string>
 
 #include "common/net/listener.hpp"
+#include "common/proto/stun/stun.hpp"
 #include "support/harness.hpp"
 
 namespace derpd::test {
@@ -20,14 +24,45 @@ namespace {
 class SupervisorTest : public WorkerTest {};
 
 // The pid derpd logged for its n-th start of derp-worker (1-based), or -1.
-pid_t childPid(const WorkerProcess& d, int nth) {
-  static const std::regex kStarted("started derp-worker \\(pid ([0-9]+)\\)");
+pid_t childPid(const WorkerProcess& d, int nth) { return startedPid(d, "derp-worker", nth); }
+
+// One Tailscale binding request to 127.0.0.1:port; the decoded answer.
+std::optional<stun::BindingResponse> stunExchange(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  stun::TxId txid{};
+  for (size_t i = 0; i < txid.size(); ++i) txid[i] = uint8_t(0x40 + i);
+  Bytes req;
+  stun::appendBindingRequest(req, txid);
+  std::optional<stun::BindingResponse> out;
+  // Loopback UDP does not lose datagrams in practice; a few tries anyway.
+  for (int attempt = 0; attempt < 5 && !out; ++attempt) {
+    ::sendto(fd, req.data(), req.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 1000) != 1) continue;
+    uint8_t buf[2048];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) continue;
+    auto r = stun::parseBindingResponse(ByteView(buf, size_t(n)));
+    if (r.ok() && r->txid == txid) out = *r;
+  }
+  ::close(fd);
+  return out;
+}
+
+// The STUN port stun-worker logged (its n-th start), or 0.
+uint16_t stunPort(const WorkerProcess& d, int nth = 1) {
+  static const std::regex kServing("stun-worker\\[[0-9]+\\] info: serving STUN on 127\\.0\\.0\\.1:([0-9]+)");
   std::string log = d.logText();
   int seen = 0;
-  for (std::sregex_iterator it(log.begin(), log.end(), kStarted), end; it != end; ++it) {
-    if (++seen == nth) return pid_t(std::stoi((*it)[1].str()));
+  for (std::sregex_iterator it(log.begin(), log.end(), kServing), end; it != end; ++it) {
+    if (++seen == nth) return uint16_t(std::stoi((*it)[1].str()));
   }
-  return -1;
+  return 0;
 }
 
 std::string procStatusField(pid_t pid, const std::string& field) {
@@ -57,28 +92,33 @@ TEST_F(SupervisorTest, ChildDropsPrivilegesWhenRoot) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root: the privilege drop is only done when started as root";
   WorkerProcess* d = startDerpd(derpdArgs());
   ASSERT_NE(d, nullptr);
-  pid_t child = childPid(*d, 1);
-  ASSERT_GT(child, 0);
-  std::string uid = procStatusField(child, "Uid");
-  std::string gid = procStatusField(child, "Gid");
-  ASSERT_FALSE(uid.empty());
-  // Real, effective, saved and filesystem ids are all non-zero.
-  std::istringstream u(uid), g(gid);
-  for (int i = 0; i < 4; ++i) {
-    long id = -1;
-    u >> id;
-    EXPECT_GT(id, 0) << "Uid: " << uid;
-    g >> id;
-    EXPECT_GT(id, 0) << "Gid: " << gid;
+  ASSERT_TRUE(d->waitForLog("stun-worker is ready", Millis(5000)));
+  for (const char* role : {"derp-worker", "stun-worker"}) {
+    SCOPED_TRACE(role);
+    pid_t child = startedPid(*d, role, 1);
+    ASSERT_GT(child, 0);
+    std::string uid = procStatusField(child, "Uid");
+    std::string gid = procStatusField(child, "Gid");
+    ASSERT_FALSE(uid.empty());
+    // Real, effective, saved and filesystem ids are all non-zero.
+    std::istringstream u(uid), g(gid);
+    for (int i = 0; i < 4; ++i) {
+      long id = -1;
+      u >> id;
+      EXPECT_GT(id, 0) << "Uid: " << uid;
+      g >> id;
+      EXPECT_GT(id, 0) << "Gid: " << gid;
+    }
+    EXPECT_EQ(procStatusField(child, "NoNewPrivs").find('1') != std::string::npos, true);
+    char buf[4096];
+    ssize_t n = ::readlink(("/proc/" + std::to_string(child) + "/root").c_str(), buf, sizeof buf - 1);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(std::string(buf, size_t(n)), tmp().file("run") + "/empty");
   }
-  EXPECT_EQ(procStatusField(child, "NoNewPrivs").find('1') != std::string::npos, true);
-  char buf[4096];
-  ssize_t n = ::readlink(("/proc/" + std::to_string(child) + "/root").c_str(), buf, sizeof buf - 1);
-  ASSERT_GT(n, 0);
-  EXPECT_EQ(std::string(buf, size_t(n)), tmp().file("run") + "/empty");
   // derpd itself stays root (it must reopen privileged resources).
   EXPECT_EQ(procStatusField(d->pid(), "Uid"), "\t0\t0\t0\t0");
-  // The relay still works in its sandbox, /debug/varz included.
+  // Both serve in their sandboxes, /debug/varz included.
+  EXPECT_TRUE(stunExchange(stunPort(*d)).has_value());
   DERPD_ASSERT_CONNECT(a, dial(*d, keys::alice()));
   EXPECT_TRUE(pingPong(*a, {1, 2, 3, 4, 5, 6, 7, 8}, Millis(3000), nullptr));
   auto fds = metric(*d, "derp_current_file_descriptors");
@@ -92,6 +132,9 @@ TEST_F(SupervisorTest, KilledWorkerIsBackWithinTwoSeconds) {
   ASSERT_NE(d, nullptr);
   pid_t first = childPid(*d, 1);
   ASSERT_GT(first, 0);
+  ASSERT_TRUE(d->waitForLog("stun-worker is ready", Millis(5000)));
+  pid_t stunPid = startedPid(*d, "stun-worker", 1);
+  ASSERT_GT(stunPid, 0);
   DERPD_ASSERT_CONNECT(old, dial(*d, keys::carol()));
   auto killed = std::chrono::steady_clock::now();
   ASSERT_EQ(::kill(first, SIGKILL), 0);
@@ -107,6 +150,53 @@ TEST_F(SupervisorTest, KilledWorkerIsBackWithinTwoSeconds) {
   EXPECT_NE(second, first);
   EXPECT_TRUE(d->waitForLog("derp-worker killed by signal 9", Millis(1000)));
   EXPECT_TRUE(d->running()) << "derpd itself must survive its child";
+  // The other child was not touched.
+  EXPECT_EQ(startedPid(*d, "stun-worker", 2), -1);
+  EXPECT_EQ(::kill(stunPid, 0), 0);
+  EXPECT_TRUE(stunExchange(stunPort(*d)).has_value());
+}
+
+// stun-worker under derpd: it answers on the socket derpd bound, its counters
+// reach /debug/varz through the control plane, and when it dies it is
+// restarted on the same socket while derp-worker carries on.
+TEST_F(SupervisorTest, StunWorkerServesReportsAndRestartsAlone) {
+  allowErrorLine("stun-worker killed by signal 9");
+  WorkerProcess* d = startDerpd(derpdArgs());
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->waitForLog("stun-worker is ready", Millis(5000)));
+  uint16_t port = stunPort(*d);
+  ASSERT_GT(port, 0);
+  auto ans = stunExchange(port);
+  ASSERT_TRUE(ans.has_value());
+  EXPECT_EQ(ans->mapped.toString().rfind("127.0.0.1:", 0), 0u) << ans->mapped.toString();
+  EXPECT_TRUE(waitForMetric(*d, "stun_requests{disposition=\"success\"}", [](double v) { return v == 1; },
+                            Millis(10000)));
+  EXPECT_TRUE(waitForMetric(*d, "derpd_role_up{role=\"stun-worker\"}", [](double v) { return v == 1; }));
+
+  DERPD_ASSERT_CONNECT(a, dial(*d, keys::alice()));
+  DERPD_ASSERT_CONNECT(b, dial(*d, keys::bob()));
+  pid_t stun = startedPid(*d, "stun-worker", 1);
+  ASSERT_GT(stun, 0);
+  ASSERT_EQ(::kill(stun, SIGKILL), 0);
+  ASSERT_TRUE(waitFor([&] { return stunPort(*d, 2) > 0; }, Millis(5000))) << d->logText();
+  EXPECT_EQ(stunPort(*d, 2), port) << "the same socket, inherited again";
+  EXPECT_TRUE(stunExchange(port).has_value());
+  EXPECT_TRUE(waitForMetric(*d, "derpd_role_restarts{role=\"stun-worker\"}", [](double v) { return v == 1; },
+                            Millis(5000)));
+  EXPECT_TRUE(exchange(*a, *b, patternBytes(1280, 11))) << "derp-worker's clients are untouched";
+  EXPECT_EQ(childPid(*d, 2), -1);
+}
+
+// -stun=false: no stun-worker at all, as derper runs no STUN server.
+TEST_F(SupervisorTest, StunOffRunsNoStunWorker) {
+  auto args = derpdArgs();
+  args.push_back("-stun=false");
+  WorkerProcess* d = startDerpd(args);
+  ASSERT_NE(d, nullptr);
+  DERPD_ASSERT_CONNECT(a, dial(*d, keys::alice()));
+  EXPECT_TRUE(pingPong(*a, {1, 2, 3, 4, 5, 6, 7, 8}, Millis(3000), nullptr));
+  EXPECT_EQ(startedPid(*d, "stun-worker", 1), -1);
+  EXPECT_FALSE(metric(*d, "derpd_role_up{role=\"stun-worker\"}").has_value());
 }
 
 TEST_F(SupervisorTest, SighupKeepsConnectionsRelaying) {

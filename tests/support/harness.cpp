@@ -1273,6 +1273,16 @@ client::ClientOptions clientOptions(const WorkerProcess& w, const crypto::NodePr
   return o;
 }
 
+pid_t startedPid(const WorkerProcess& derpd, const std::string& role, int nth) {
+  const std::string needle = "started " + role + " (pid ";
+  std::string log = derpd.logText();
+  int seen = 0;
+  for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
+    if (++seen == nth) return pid_t(std::atol(log.c_str() + at + needle.size()));
+  }
+  return -1;
+}
+
 bool dialPairWithin(const WorkerProcess& w, std::unique_ptr<client::Client>& alice,
                     std::unique_ptr<client::Client>& bob, Millis timeout) {
   return waitFor(
@@ -1530,7 +1540,7 @@ std::vector<std::string> WorkerTest::derpdArgs() {
   std::string conf = tmp().file("derpd.conf");
   writeFile(conf, "# empty: defaults and flags only\n");
   std::vector<std::string> a = {"--config", conf, "--runtime-dir", tmp().file("run"), "-a", "127.0.0.1:0",
-                                "-dev", "--threads", "2", "--log-level", "debug"};
+                                "-dev", "--threads", "2", "--log-level", "debug", "-stun-port", "0"};
   if (::geteuid() == 0) a.insert(a.end(), {"--user", "nobody"});
   return a;
 }

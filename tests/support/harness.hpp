@@ -187,6 +187,10 @@ class WorkerProcess {
   std::string caFile_;
 };
 
+// The pid derpd logged ("started <role> (pid N)") for its n-th start of
+// `role` (1-based), or -1.
+pid_t startedPid(const WorkerProcess& derpd, const std::string& role, int nth);
+
 // The value of a Go-syntax flag in args ("-x v", "-x=v", "--x v", "--x=v").
 std::optional<std::string> flagValue(const std::vector<std::string>& args, std::string_view name);
 
@@ -437,7 +441,8 @@ class WorkerTest : public ::testing::Test {
   WorkerProcess* startBinary(const std::string& binary, const std::vector<std::string>& args,
                              const std::string& readyLine);
   // derpd arguments for a test: an empty --config, --runtime-dir in tmp(),
-  // --user nobody when root, -dev on 127.0.0.1:0, two loops, debug logs.
+  // --user nobody when root, -dev on 127.0.0.1:0, STUN on a port from port 0,
+  // two loops, debug logs.
   std::vector<std::string> derpdArgs();
   // The argument list startWorker() uses for cfg (creates key/cert files).
   std::vector<std::string> buildArgs(const WorkerConfig& cfg, std::string* hostname,
