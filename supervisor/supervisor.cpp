@@ -434,6 +434,17 @@ void Supervisor::reload() {
                config::renderValue(cfg_, key), config::renderValue(*fresh, key));
     }
   }
+  if (!(cfg_.dev && cfg_.keyFile.empty())) {
+    // The server key is who this relay is: clients learn it at connect and
+    // mesh peers by it. A changed file is noticed, not applied live.
+    std::string path = cfg_.keyFile.empty() ? cfg_.stateDir + "/derper.key" : cfg_.keyFile;
+    auto k = crypto::loadOrCreateKeyFile(path);
+    if (!k) {
+      LOG_WARN("SIGHUP: server key {}: {}; still serving with the key derpd started with", path, k.error());
+    } else if (crypto::keyFileContents(*k) != keyBytes_) {
+      LOG_WARN("SIGHUP: the server key in {} changed; it takes effect when derpd restarts", path);
+    }
+  }
   if (meshKey != meshKey_) LOG_INFO("SIGHUP: new mesh key from {}", fresh->meshPskFile);
   std::fill(meshKey_.begin(), meshKey_.end(), '\0');
   meshKey_ = std::move(meshKey);

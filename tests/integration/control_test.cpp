@@ -320,3 +320,26 @@ TEST_F(ControlTest, SigusrOneReopensTheLogFileWithTheChildrensLines) {
 
 }  // namespace
 }  // namespace derpd::test
+
+namespace derpd::test {
+namespace {
+
+// The server key is not swapped live: a changed key file is named in the log
+// and the relay keeps the key clients already know.
+TEST_F(ControlTest, SighupNoticesAChangedServerKeyWithoutApplyingIt) {
+  std::string keyFile = writeServerKeyFile();
+  auto args = derpdArgs();
+  args.insert(args.end(), {"-c", keyFile});
+  WorkerProcess* d = startDerpd(args);
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(writeFile(keyFile, crypto::keyFileContents(crypto::NodePrivate::generate()), 0600));
+  ASSERT_EQ(::kill(d->pid(), SIGHUP), 0);
+  ASSERT_TRUE(d->waitForLog("SIGHUP: the server key in " + keyFile + " changed; it takes effect when derpd restarts",
+                            Millis(5000)))
+      << d->logText();
+  DERPD_ASSERT_CONNECT(a, dial(*d, keys::alice()));
+  EXPECT_EQ(a->serverKey(), keys::serverPublic());
+}
+
+}  // namespace
+}  // namespace derpd::test
