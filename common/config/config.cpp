@@ -63,8 +63,8 @@ const std::vector<KeyDef>& keyTable() {
       {"mesh-with", &Settings::meshWith, true, true,
        "comma-separated host names of the other DERP servers of this region to mesh with; "
        "needs -mesh-psk-file"},
-      {"stun", &Settings::stun, true, true, "run the STUN server"},
-      {"stun-port", &Settings::stunPort, true, true, "UDP port of the STUN server"},
+      {"stun", &Settings::stun, true, false, "run the STUN server (stun-worker) on the host of -a"},
+      {"stun-port", &Settings::stunPort, true, false, "UDP port of the STUN server"},
       {"tcp-keepalive-time", &Settings::tcpKeepaliveTime, true, false,
        "TCP keepalive idle time of accepted connections"},
       {"tcp-user-timeout", &Settings::tcpUserTimeout, true, false,
@@ -82,6 +82,9 @@ const std::vector<KeyDef>& keyTable() {
 
       {"cert-user", &Settings::certUser, false, false,
        "system user the certificate agent runs as when derpd starts as root"},
+      {"bootstrap-dns-server", &Settings::bootstrapDnsServer, false, false,
+       "DNS server (IP or IP:port) /bootstrap-dns resolves its names with; empty: the "
+       "first nameserver of /etc/resolv.conf"},
       {"config", &Settings::configFile, false, false,
        "derpd config file of \"key = value\" lines (keys are these flag names); a missing "
        "default file is ignored"},

@@ -49,6 +49,7 @@ struct Settings {
   bool version = false;                             // -version
 
   // --- derpd's own keys ---
+  std::string bootstrapDnsServer;                   // --bootstrap-dns-server (empty = resolv.conf)
   std::string configFile = "/etc/derpd/derpd.conf";  // --config
   std::string user = "_derpd";                      // --user
   std::string certUser = "_derpd-cert";             // --cert-user

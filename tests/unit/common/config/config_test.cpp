@@ -121,7 +121,7 @@ TEST(ConfigDefaults, MeshPskFileSearch) {
 TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
   const auto& names = keyNames();
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 31u);
+  EXPECT_EQ(names.size(), 32u);
   for (const char* k : {"a", "http-port", "stun-port", "stun", "derp", "dev", "c", "certmode",
                         "certdir", "hostname", "mesh-psk-file", "mesh-with", "bootstrap-dns-names",
                         "unpublished-bootstrap-dns-names", "verify-clients", "verify-client-url",
@@ -529,7 +529,7 @@ TEST(ConfigRender, Usage) {
   EXPECT_NE(u.find("(default \"/home/test/.cache/tailscale/derper-certs\")"), std::string::npos);
   EXPECT_NE(u.find("-help"), std::string::npos);
   // Marks for what derpd does not implement yet.
-  for (const char* k : {"stun", "stun-port", "bootstrap-dns-names", "unpublished-bootstrap-dns-names",
+  for (const char* k : {"bootstrap-dns-names", "unpublished-bootstrap-dns-names",
                         "verify-clients", "verify-client-url", "verify-client-url-fail-open", "mesh-with",
                         "accept-connection-limit", "accept-connection-burst"}) {
     const auto at = u.find("\n  -" + std::string(k) + " ");
@@ -538,6 +538,13 @@ TEST(ConfigRender, Usage) {
     ASSERT_NE(start, std::string::npos) << k;
     const auto end = u.find("\n  -", start + 1);
     EXPECT_NE(u.substr(start, end - start).find("(not yet supported)"), std::string::npos) << k;
+  }
+  for (const char* k : {"stun", "stun-port", "bootstrap-dns-server"}) {
+    auto at = u.find("\n  -" + std::string(k) + " ");
+    if (at == std::string::npos) at = u.find("\n  -" + std::string(k) + "\n");
+    ASSERT_NE(at, std::string::npos) << k;
+    const auto end = u.find("\n  -", at + 1);
+    EXPECT_EQ(u.substr(at, end - at).find("(not yet supported)"), std::string::npos) << k;
   }
   EXPECT_NE(u.find("letsencrypt (not yet supported)"), std::string::npos);
 }
