@@ -73,17 +73,14 @@ Conn::Conn(Loop& loop, int fd, const sockaddr_storage& peer, uint64_t connNum, S
     std::memcpy(&peerIp16_[12], &a->sin_addr, 4);
     peerPort_ = ntohs(a->sin_port);
     inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
-    peerLoopback_ = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
   } else if (peer.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&peer);
     std::memcpy(peerIp16_.data(), &a->sin6_addr, 16);
     peerPort_ = ntohs(a->sin6_port);
     if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
       inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], buf, sizeof buf);
-      peerLoopback_ = a->sin6_addr.s6_addr[12] == 127;
     } else {
       inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
-      peerLoopback_ = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
     }
   }
   peerIpText_ = buf;
@@ -307,10 +304,14 @@ void Conn::handleRequest(const http::RequestHead& req) {
   ctx.port80 = port80_;
   ctx.dev = loop_.server().dev();
   ctx.peerIp = peerIpText_;
-  ctx.peerLoopback = peerLoopback_;
+  ctx.peerIp16 = peerIp16_;
+  ctx.debugAccess = &loop_.server().debugAccess();
   ctx.nowUnix = long(std::time(nullptr));
-  Server* srv = &loop_.server();
+  const Server* srv = &loop_.server();
   ctx.varz = [srv] { return srv->varz(); };
+  ctx.vars = [srv] { return srv->vars(); };
+  ctx.check = [srv] { return srv->consistencyCheck(); };
+  ctx.debugInfo = [srv] { return srv->debugInfo(); };
   HttpAction a = handleHttpRequest(req, ctx);
   switch (a.kind) {
     case HttpAction::Kind::DerpUpgrade:
@@ -714,6 +715,11 @@ void Conn::enqueuePeerPresent(const NodePublic& peer, const std::array<uint8_t, 
     scheduled_ = true;
   }
   if (sched) loop_.schedule(this);
+}
+
+bool Conn::sendSideClosed() {
+  std::lock_guard lk(qmu_);
+  return qClosed_;
 }
 
 void Conn::requestClose(CloseReason why) {

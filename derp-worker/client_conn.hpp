@@ -95,6 +95,10 @@ class Conn final : public IoHandler {
   void enqueuePeerPresent(const NodePublic& peer, const std::array<uint8_t, 16>& ip16,
                           uint16_t port, uint8_t flags);
   void requestClose(CloseReason why);
+  // True once close() has run (its send side is shut). Takes qmu_; for
+  // /debug/check, which expects false for every registered connection
+  // (close() leaves the registry before it shuts the send side).
+  bool sendSideClosed();
 
   // ---- Registry bookkeeping, guarded by the registry's mutex.
   bool regIsDup_ = false;   // registry: this key has several conns
@@ -175,10 +179,9 @@ class Conn final : public IoHandler {
   bool readWantsWrite_ = false;  // SSL_read asked for writability
   int tlsVersionIdx_ = -1;       // index into ServerGauges::tlsActive while counted
 
-  std::array<uint8_t, 16> peerIp16_{};
+  std::array<uint8_t, 16> peerIp16_{};  // IPv4 as ::ffff:a.b.c.d
   uint16_t peerPort_ = 0;
   std::string peerIpText_;
-  bool peerLoopback_ = false;
 
   // Deadlines (zero = none). The loop timer is armed at the earliest.
   TimePoint deadline_{};      // TLS/HTTP head/handshake deadline

@@ -1,6 +1,7 @@
 #include "http_handlers.hpp"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 
 #include <cstring>
 #include <utility>
@@ -129,20 +130,43 @@ bool inPrefix(const uint8_t* a, const uint8_t* p, int bits) {
   return (a[full] & mask) == (p[full] & mask);
 }
 
-bool isTailscaleIp(const std::string& ip) {
-  in_addr a4;
-  in6_addr a6;
-  if (inet_pton(AF_INET, ip.c_str(), &a4) == 1) {
-    const uint8_t* b = reinterpret_cast<const uint8_t*>(&a4);
-    static const uint8_t cgnat[4] = {100, 64, 0, 0};
-    static const uint8_t chromeos[4] = {100, 115, 92, 0};
-    return inPrefix(b, cgnat, 10) && !inPrefix(b, chromeos, 23);
+bool isMapped4(const Ip16& ip) {
+  static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return std::memcmp(ip.data(), kMapped, 12) == 0;
+}
+
+// Go's html.EscapeString (also what http.Redirect uses for its body).
+std::string htmlEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&#34;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
   }
-  if (inet_pton(AF_INET6, ip.c_str(), &a6) == 1) {
-    static const uint8_t ula[6] = {0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0};
-    return inPrefix(a6.s6_addr, ula, 48);
+  return out;
+}
+
+// Go's http.Redirect puts the URL through hexEscapeNonASCII for Location.
+std::string hexEscapeNonAscii(std::string_view s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (char c : s) {
+    auto b = static_cast<unsigned char>(c);
+    if (b < 0x80) {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[b >> 4];
+      out += kHex[b & 15];
+    }
   }
-  return false;
+  return out;
 }
 
 Response redirect(const std::string& location) {
@@ -153,44 +177,239 @@ Response redirect(const std::string& location) {
   return r;
 }
 
-Response debugResponse(const http::RequestHead& req, const HttpContext& ctx, bool& handled) {
-  handled = true;
-  if (req.path == "/debug") {
-    Response r = redirect("/debug/");
-    r.status = 301;
-    r.body = "<a href=\"/debug/\">Moved Permanently</a>.\n\n";
-    return r;
+// Go's ServeMux answer to "/debug" when only "/debug/" is registered: 301
+// to "/debug/" with the query kept (http.Redirect: a body for GET only, a
+// Content-Type for GET and HEAD). No access check: derper's mux redirects
+// before any debug handler runs.
+Response debugSlashRedirect(const http::RequestHead& req) {
+  std::string location = "/debug/";
+  if (!req.query.empty()) location += "?" + req.query;
+  Response r;
+  r.status = 301;
+  if (req.method == "GET" || req.method == "HEAD") r.headers.emplace_back("Content-Type", "text/html; charset=utf-8");
+  r.headers.emplace_back("Location", hexEscapeNonAscii(location));
+  if (req.method == "GET") r.body = "<a href=\"" + htmlEscape(location) + "\">Moved Permanently</a>.\n\n";
+  return r;
+}
+
+bool allowedFor(const http::RequestHead& req, const HttpContext& ctx) {
+  static const DebugAccess kNone;
+  return debugAllowed(req, ctx.peerIp16, ctx.debugAccess ? *ctx.debugAccess : kNone);
+}
+
+// The /debug/ index in derper's shape (tsweb/debug.go DebugHandler.ServeHTTP
+// and cmd/derper's KVs): "<html><body><h1>NAME debug</h1><ul>", one
+// "<li><b>K:</b> V</li>" per value, one "<li><a href=U>U</a> (DESC)</li>" per
+// page, and nothing after (derper closes no tags either).
+std::string debugIndex(const DebugInfo& info) {
+  std::string s = "<html><body><h1>derpd debug</h1><ul>";
+  auto kv = [&](const char* k, const std::string& v) { s += "<li><b>" + std::string(k) + ":</b> " + htmlEscape(v) + "</li>"; };
+  kv("Uptime", goDurationSeconds(info.uptimeSec));
+  kv("Version", info.version);
+  kv("Machine", info.machine);
+  kv("TLS hostname", info.tlsHostname);
+  kv("Mesh key", info.meshKey ? "true" : "false");
+  auto link = [&](const char* url, const char* desc) {
+    s += "<li><a href=\"" + std::string(url) + "\">" + url + "</a> (" + htmlEscape(desc) + ")</li>";
+  };
+  link("/debug/vars", "Metrics (JSON)");
+  link("/debug/varz", "Metrics (Prometheus)");
+  link("/debug/check", "Consistency check");
+  return s;
+}
+
+enum class DebugRoute { Index, Varz, Vars, Check, GoRuntime, Unknown };
+
+DebugRoute debugRoute(const std::string& path) {
+  if (path == "/debug/") return DebugRoute::Index;
+  if (path == "/debug/varz") return DebugRoute::Varz;
+  if (path == "/debug/vars") return DebugRoute::Vars;
+  if (path == "/debug/check") return DebugRoute::Check;
+  if (path.rfind("/debug/pprof/", 0) == 0 || path == "/debug/gc" || path == "/debug/traffic" ||
+      path == "/debug/set-mutex-profile-fraction") {
+    return DebugRoute::GoRuntime;
   }
-  if (!debugAllowed(req, ctx.peerIp, ctx.peerLoopback)) {
-    return errorResponse(403, ctx.dev ? "debug access denied; use a loopback or Tailscale address\n"
-                                      : "debug access denied\n");
+  return DebugRoute::Unknown;
+}
+
+// Everything under /debug/ (PROTOCOL.md §7.2). derper registers the index as
+// tsweb's DebugHandler (access check, then 404 for any path it does not
+// serve itself) and each page with tsweb.Protected (access check; in -dev
+// mode the 403 names TS_ALLOW_DEBUG_IP) around debugBrowserHeaderHandler (the
+// browser headers with the relaxed debug CSP). The index itself gets the
+// plain AddBrowserHeaders, as the captured derper response shows.
+Response debugResponse(const http::RequestHead& req, const HttpContext& ctx) {
+  const DebugRoute route = debugRoute(req.path);
+  if (!allowedFor(req, ctx)) {
+    std::string msg = "debug access denied";
+    if (ctx.dev && route != DebugRoute::Index && route != DebugRoute::Unknown) {
+      msg += "; to permit access, set TS_ALLOW_DEBUG_IP=" + ctx.peerIp;
+    }
+    return errorResponse(403, msg + "\n");
   }
-  if (req.path == "/debug/varz") {
-    Response r;
-    r.headers = {{"Content-Type", "text/plain; version=0.0.4; charset=utf-8"}};
-    r.body = ctx.varz ? ctx.varz() : std::string();
-    return r;
-  }
-  if (req.path == "/debug/") {
-    Response r;
-    r.headers = browserHeaders("text/html; charset=utf-8", true);
-    r.body =
-        "<html><head><title>derpd debug</title></head><body>\n"
-        "<h1>derpd debug</h1>\n"
-        "<ul>\n"
-        "<li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus metrics)</li>\n"
-        "</ul>\n"
-        "</body></html>\n";
-    return r;
+  Response r;
+  switch (route) {
+    case DebugRoute::Index:
+      r.headers = browserHeaders("", false);
+      r.body = debugIndex(ctx.debugInfo ? ctx.debugInfo() : DebugInfo{});
+      r.sniffedType = "text/html; charset=utf-8";
+      return r;
+    case DebugRoute::Varz:
+      // derper's promvarz handler sets no Content-Type: Go sniffs text/plain.
+      r.headers = browserHeaders("", true);
+      r.body = ctx.varz ? ctx.varz() : std::string();
+      if (!r.body.empty()) r.sniffedType = "text/plain; charset=utf-8";
+      return r;
+    case DebugRoute::Vars:
+      r.headers = browserHeaders("application/json; charset=utf-8", true);
+      r.body = ctx.vars ? ctx.vars() : std::string("{\n}\n");
+      return r;
+    case DebugRoute::Check: {
+      std::vector<std::string> errs = ctx.check ? ctx.check() : std::vector<std::string>{};
+      if (errs.empty()) {
+        r.headers = browserHeaders("", true);
+        r.body = "derp.Server ConsistencyCheck okay";
+        r.sniffedType = "text/plain; charset=utf-8";
+        return r;
+      }
+      // derper: http.Error(w, err.Error(), 500) after the browser headers,
+      // its errors joined with ", "; here one per line.
+      r.status = 500;
+      r.headers = browserHeaders("text/plain; charset=utf-8", true);
+      for (const std::string& e : errs) r.body += e + "\n";
+      return r;
+    }
+    case DebugRoute::GoRuntime:
+      // derper's pprof/ (+ pprof/profile, goroutine dumps), gc, traffic and
+      // set-mutex-profile-fraction inspect or tune the Go runtime (profiles,
+      // goroutines, the garbage collector, mutex profiling) or shell out to
+      // `ss`; there is no Go runtime here, so they are not found, and the
+      // index does not link them. Profile derp-worker with perf instead.
+      return errorResponse(404, "404 page not found\n");
+    case DebugRoute::Unknown:
+      break;
   }
   return errorResponse(404, "404 page not found\n");
 }
 
+bool isAsciiSpace(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'; }
+
+bool isUnicodeSpace(uint32_t r) {
+  return r == 0x85 || r == 0xa0 || r == 0x1680 || (r >= 0x2000 && r <= 0x200a) || r == 0x2028 || r == 0x2029 ||
+         r == 0x202f || r == 0x205f || r == 0x3000;
+}
+
+// Decodes one UTF-8 sequence of 2..3 bytes at s (enough for every Unicode
+// space); 0 when it is not one.
+size_t decodeSpace(std::string_view s) {
+  auto b = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  if (s.size() >= 2 && (b(0) & 0xe0) == 0xc0 && (b(1) & 0xc0) == 0x80) {
+    uint32_t r = (uint32_t(b(0) & 0x1f) << 6) | (b(1) & 0x3f);
+    return r >= 0x80 && isUnicodeSpace(r) ? 2 : 0;
+  }
+  if (s.size() >= 3 && (b(0) & 0xf0) == 0xe0 && (b(1) & 0xc0) == 0x80 && (b(2) & 0xc0) == 0x80) {
+    uint32_t r = (uint32_t(b(0) & 0x0f) << 12) | (uint32_t(b(1) & 0x3f) << 6) | (b(2) & 0x3f);
+    return r >= 0x800 && isUnicodeSpace(r) ? 3 : 0;
+  }
+  return 0;
+}
+
 }  // namespace
 
-bool debugAllowed(const http::RequestHead& req, const std::string& peerIp, bool peerLoopback) {
-  if (req.get("X-Forwarded-For") != nullptr) return false;
-  return peerLoopback || isTailscaleIp(peerIp);
+bool isLoopbackIp(const Ip16& ip) {
+  if (isMapped4(ip)) return ip[12] == 127;
+  static const Ip16 kV6Loopback = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return ip == kV6Loopback;
+}
+
+bool isTailscaleIp(const Ip16& ip) {
+  if (isMapped4(ip)) {
+    const uint8_t* b = ip.data() + 12;
+    static const uint8_t cgnat[4] = {100, 64, 0, 0};
+    static const uint8_t chromeos[4] = {100, 115, 92, 0};
+    return inPrefix(b, cgnat, 10) && !inPrefix(b, chromeos, 23);
+  }
+  static const uint8_t ula[6] = {0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0};
+  return inPrefix(ip.data(), ula, 48);
+}
+
+std::optional<Ip16> parseIp16(std::string_view text) {
+  if (text.empty() || text.size() >= INET6_ADDRSTRLEN || text.find('\0') != std::string_view::npos) return std::nullopt;
+  std::string s(text);
+  Ip16 ip{};
+  in_addr a4;
+  if (inet_pton(AF_INET, s.c_str(), &a4) == 1) {
+    ip[10] = 0xff;
+    ip[11] = 0xff;
+    std::memcpy(&ip[12], &a4, 4);
+    return ip;
+  }
+  in6_addr a6;
+  if (inet_pton(AF_INET6, s.c_str(), &a6) == 1) {
+    std::memcpy(ip.data(), a6.s6_addr, 16);
+    return ip;
+  }
+  return std::nullopt;
+}
+
+std::string_view trimGoSpace(std::string_view s) {
+  for (;;) {
+    if (!s.empty() && isAsciiSpace(static_cast<unsigned char>(s.front()))) {
+      s.remove_prefix(1);
+    } else if (size_t n = decodeSpace(s)) {
+      s.remove_prefix(n);
+    } else {
+      break;
+    }
+  }
+  for (;;) {
+    if (!s.empty() && isAsciiSpace(static_cast<unsigned char>(s.back()))) {
+      s.remove_suffix(1);
+      continue;
+    }
+    size_t n = 0;
+    for (size_t len : {size_t(2), size_t(3)}) {
+      if (s.size() >= len && decodeSpace(s.substr(s.size() - len)) == len) n = len;
+    }
+    if (n == 0) break;
+    s.remove_suffix(n);
+  }
+  return s;
+}
+
+std::optional<std::array<uint8_t, 32>> debugKeyDigest(std::string_view fileContent) {
+  std::string_view key = trimGoSpace(fileContent);
+  if (key.empty()) return std::nullopt;
+  std::array<uint8_t, 32> d{};
+  crypto_hash_sha256(d.data(), reinterpret_cast<const unsigned char*>(key.data()), key.size());
+  return d;
+}
+
+std::string goDurationSeconds(long seconds) {
+  if (seconds <= 0) return "0s";
+  long h = seconds / 3600, m = (seconds % 3600) / 60, s = seconds % 60;
+  if (h > 0) return std::to_string(h) + "h" + std::to_string(m) + "m" + std::to_string(s) + "s";
+  if (m > 0) return std::to_string(m) + "m" + std::to_string(s) + "s";
+  return std::to_string(s) + "s";
+}
+
+bool debugAllowed(const http::RequestHead& req, const Ip16& peer, const DebugAccess& access) {
+  // tsweb's allowDebugAccessWithKey: GET only, the first valid debugkey
+  // pair, non-empty. Both sides are compared as SHA-256 digests with a
+  // constant-time compare (derper uses ==).
+  if (req.method == "GET" && access.keyDigest) {
+    if (auto k = http::queryValue(req.query, "debugkey"); k && !k->empty()) {
+      std::array<uint8_t, 32> d{};
+      crypto_hash_sha256(d.data(), reinterpret_cast<const unsigned char*>(k->data()), k->size());
+      bool same = sodium_memcmp(d.data(), access.keyDigest->data(), d.size()) == 0;
+      sodium_memzero(d.data(), d.size());
+      if (same) return true;
+    }
+  }
+  // r.Header.Get("X-Forwarded-For") != "": the first such header, non-empty.
+  if (const std::string* xff = req.get("X-Forwarded-For"); xff && !xff->empty()) return false;
+  if (isLoopbackIp(peer) || isTailscaleIp(peer)) return true;
+  return access.allowIp && *access.allowIp == peer;
 }
 
 std::string plainTextResponse(int status, const std::string& body, long nowUnix, bool close) {
@@ -204,20 +423,18 @@ HttpAction handleHttpRequest(const http::RequestHead& req, const HttpContext& ct
   const bool head = req.method == "HEAD";
   const std::string& path = req.path;
   Response r;
-  bool handled = false;
 
-  if (ctx.port80) {
-    // TLS mode's port-80 listener (PROTOCOL.md §7.3).
-    if (path == "/generate_204") {
-      r = generate204(req);
-    } else if (req.target.rfind("/debug", 0) == 0) {
-      r = debugResponse(req, ctx, handled);
-    } else if (req.method != "GET" && req.method != "HEAD") {
+  // TLS mode's port-80 listener (PROTOCOL.md §7.3) hands a RequestURI that
+  // starts with "/debug" to the main mux (tsweb.Port80Handler), below.
+  if (ctx.port80 && path == "/generate_204") {
+    r = generate204(req);
+  } else if (ctx.port80 && req.target.rfind("/debug", 0) != 0) {
+    if (req.method != "GET" && req.method != "HEAD") {
       r = errorResponse(400, "Use HTTPS\n");
     } else {
       const std::string* host = req.get("Host");
       std::string target = req.target;
-      if (target == "/" && debugAllowed(req, ctx.peerIp, ctx.peerLoopback)) target = "/debug/";
+      if (target == "/" && allowedFor(req, ctx)) target = "/debug/";
       r = redirect("https://" + (host ? *host : std::string()) + target);
       if (head) r.contentLength = false;
     }
@@ -257,11 +474,13 @@ HttpAction handleHttpRequest(const http::RequestHead& req, const HttpContext& ct
     // No names are published by this process: derper's empty body.
     r.headers = browserHeaders("application/json", false, true);
     a.close = true;
-  } else if (path == "/debug" || path.rfind("/debug/", 0) == 0) {
-    r = debugResponse(req, ctx, handled);
+  } else if (path == "/debug") {
+    r = debugSlashRedirect(req);
+  } else if (path.rfind("/debug/", 0) == 0) {
+    r = debugResponse(req, ctx);
   } else {
     r.headers = browserHeaders("text/html; charset=utf-8", false);
-    r.body = homePage(ctx.derpEnabled, debugAllowed(req, ctx.peerIp, ctx.peerLoopback));
+    r.body = homePage(ctx.derpEnabled, allowedFor(req, ctx));
   }
   if (head && r.body.empty() && r.status != 204) r.contentLength = r.contentLength && !head;
   a.response = render(r, head, ctx.nowUnix);

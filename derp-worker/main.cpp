@@ -1,6 +1,7 @@
 // derp-worker: the TLS/HTTP/DERP relay process. Runs under derpd, or alone
 // with derper's flags. Signals are taken synchronously by the main thread
 // (sigwait); the event-loop threads never see them.
+#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,8 +13,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -79,6 +81,48 @@ Result<std::chrono::milliseconds> controlLoop(ipc::Channel& ch, Server& server, 
     pollfd pfds[2] = {{sigFd, POLLIN, 0}, {ch.fd(), POLLIN, 0}};
     ::poll(pfds, 2, int(std::clamp<int64_t>(wait.count(), 0, 1000)));
   }
+}
+
+// The /debug/ access settings (PROTOCOL.md §7.2), read here, before the
+// sandbox, whose chroot hides the key file: the key file (--debug-key-file,
+// else $TS_DEBUG_KEY_PATH) and $TS_ALLOW_DEBUG_IP. derper re-reads the key
+// file on every request; here a new key needs a restart.
+Result<DebugAccess> loadDebugAccess(const Options& o) {
+  DebugAccess access;
+  std::string path = o.debugKeyFile;
+  if (!o.debugKeyFileSet) {
+    if (const char* env = std::getenv("TS_DEBUG_KEY_PATH")) path = env;
+  }
+  if (!path.empty()) {
+    const char* what = o.debugKeyFileSet ? "--debug-key-file" : "TS_DEBUG_KEY_PATH";
+    std::string why;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      why = std::strerror(errno);
+    } else if (auto content = readAllAndClose(fd, 64 * 1024, path); !content) {
+      why = content.error();
+    } else {
+      access.keyDigest = debugKeyDigest(*content);
+      std::fill(content->begin(), content->end(), '\0');
+      if (!access.keyDigest) why = "the file is empty";
+    }
+    if (!why.empty()) {
+      if (o.debugKeyFileSet) return makeError(std::string(what) + " " + path + ": " + why);
+      LOG_WARN("{} {}: {}; /debug/ key access is off", what, path, why);
+    } else {
+      LOG_INFO("/debug/ key loaded from {} ({})", path, what);
+    }
+  }
+  if (const char* ip = std::getenv("TS_ALLOW_DEBUG_IP"); ip && *ip) {
+    if (auto parsed = parseIp16(ip)) {
+      access.allowIp = parsed;
+      LOG_INFO("TS_ALLOW_DEBUG_IP: /debug/ is also open to {}", ip);
+    } else {
+      LOG_WARN("TS_ALLOW_DEBUG_IP=\"{}\" is not one IP address; ignored (derper compares it with the "
+               "peer's address as a string: a list or a prefix matches no peer)", ip);
+    }
+  }
+  return access;
 }
 
 int fail(const std::string& msg) {
@@ -152,6 +196,11 @@ int main(int argc, char** argv) {
     if (!mk) return fail(mk.error());
     cfg.meshKey = *mk;
   }
+
+  cfg.hostname = opts->hostname;
+  auto debugAccess = loadDebugAccess(*opts);
+  if (!debugAccess) return fail(debugAccess.error());
+  cfg.debugAccess = *debugAccess;
 
   auto hp = net::splitHostPort(opts->addr);
   if (!hp) return fail("-a: " + hp.error());

@@ -25,6 +25,8 @@ const config::GoFlagTable<Options>& flags() {
          if (*i < -1 || *i > 65535) return makeError("port out of range");
          o.httpPort = *i; return {}; }}},
       {"mesh-psk-file", {false, [](Options& o, const std::string& v) -> Result<void> { o.meshPskFile = v; return {}; }}},
+      {"debug-key-file", {false, [](Options& o, const std::string& v) -> Result<void> {
+         o.debugKeyFile = v; o.debugKeyFileSet = true; return {}; }}},
       {"derp", {true, [](Options& o, const std::string& v) -> Result<void> {
          auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.derpEnabled = *b; return {}; }}},
       {"threads", {false, [](Options& o, const std::string& v) -> Result<void> {
@@ -84,6 +86,16 @@ It normally runs under derpd; it also runs on its own with derper's flags.
   --threads N           event loops (default: number of CPUs)
   --drain-timeout D     on SIGTERM/SIGINT: stop accepting, send clients the
                         Restarting frame, wait up to D for them to go (default 5s)
+  --debug-key-file FILE /debug/ key: a GET with ?debugkey=<the file's content,
+                        white space trimmed> may see /debug/ from anywhere,
+                        even through a proxy (X-Forwarded-For). Read once at
+                        start, before the sandbox: an unreadable or empty
+                        file is an error; a new key needs a restart.
+                        Default: $TS_DEBUG_KEY_PATH when set (as derper; a
+                        bad file then only disables the key); "" for none.
+                        Without a key, /debug/ answers loopback and Tailscale
+                        (100.64.0.0/10 but 100.115.92.0/23, fd7a:115c:a1e0::/48)
+                        peers, and the one address in $TS_ALLOW_DEBUG_IP.
   --log-level LEVEL     trace, debug, info (default), warn, error
   -version              print the version and exit
 

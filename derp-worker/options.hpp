@@ -27,6 +27,10 @@ struct Options {
   bool version = false;               // -version
   bool help = false;                  // -h / --help
   bool addrSet = false;               // -a given explicitly
+  // --debug-key-file: the /debug/ key (PROTOCOL.md §7.2), read once before
+  // the sandbox. Unset: $TS_DEBUG_KEY_PATH, as derper. Given as "": none.
+  std::string debugKeyFile;
+  bool debugKeyFileSet = false;
   // Set by derpd when it starts this process (not for interactive use):
   int listenFd = -1;                  // --listen-fd: inherited main listener
   int port80Fd = -1;                  // --port80-fd: inherited port-80 listener

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <mutex>
+#include <string>
+#include <unordered_set>
 
 #include "common/log/log.hpp"
 
@@ -147,21 +149,66 @@ bool Registry::closePeer(const NodePublic& key) {
 std::vector<std::string> Registry::checkConsistency() const {
   std::shared_lock lk(mu);
   std::vector<std::string> errs;
-  size_t conns = 0;
-  for (const auto& [key, set] : clients_) {
+  std::unordered_set<const Conn*> registered;
+  std::unordered_set<uint64_t> connNums;
+  size_t conns = 0, dupKeys = 0, dupConns = 0;
+  auto num = [](const Conn* c) { return "connection " + std::to_string(c->connNum()); };
+  for (const auto& entry : clients_) {
+    const NodePublic& key = entry.first;
+    const ClientSet& set = entry.second;  // not a structured binding: lambdas below capture it
+    const std::string k = "key " + key.shortString();
+    if (set.conns.empty()) {
+      errs.push_back(k + " has no connections");
+      continue;
+    }
     conns += set.conns.size();
-    if (set.conns.empty()) errs.push_back("key " + key.shortString() + " has no connections");
-    if (set.conns.size() == 1 && set.active != set.conns[0])
-      errs.push_back("key " + key.shortString() + ": single connection is not active");
-    if (set.active && std::find(set.conns.begin(), set.conns.end(), set.active) == set.conns.end())
-      errs.push_back("key " + key.shortString() + ": active connection not in set");
+    const bool dup = set.conns.size() > 1;
+    if (dup) {
+      ++dupKeys;
+      dupConns += set.conns.size();
+    } else if (set.active != set.conns[0]) {
+      errs.push_back(k + ": its single connection is not the active one");
+    }
+    auto inSet = [&](const Conn* c) { return std::find(set.conns.begin(), set.conns.end(), c) != set.conns.end(); };
+    if (set.active && !inSet(set.active)) errs.push_back(k + ": the active connection is not in its set");
+    for (const Conn* h : set.history) {
+      if (!inSet(h)) {
+        errs.push_back(k + ": the duplicate history names a connection not in its set");
+        break;
+      }
+    }
     for (Conn* c : set.conns) {
-      if (c->key() != key) errs.push_back("connection filed under the wrong key " + key.shortString());
+      if (!registered.insert(c).second) errs.push_back(num(c) + " is registered twice");
+      if (!connNums.insert(c->connNum()).second) errs.push_back(num(c) + ": its number is registered twice");
+      if (c->key() != key) errs.push_back(num(c) + " is filed under " + k + " but has key " + c->key().shortString());
+      if (c->regIsDup_ != dup || c->isDup_.load() != dup) {
+        errs.push_back(num(c) + " (" + k + "): duplicate flag " + (c->regIsDup_ ? "set" : "clear") + " with " +
+                       std::to_string(set.conns.size()) + " connection(s) for the key");
+      }
+      if (c->sendSideClosed()) errs.push_back(num(c) + " (" + k + ") is closed but still registered");
     }
   }
-  if (int64_t(conns) != gauges_.currentConnections.load())
-    errs.push_back("current_connections " + std::to_string(gauges_.currentConnections.load()) +
-                   " != registered " + std::to_string(conns));
+  std::unordered_set<const Conn*> watchers;
+  for (const Conn* w : watchers_) {
+    if (!watchers.insert(w).second) errs.push_back(num(w) + " is in the watcher list twice");
+    if (!registered.count(w)) errs.push_back(num(w) + " is a watcher but not a registered client");
+    if (!w->regWatcher_) errs.push_back(num(w) + " is in the watcher list but not flagged as a watcher");
+    if (!w->canMesh()) errs.push_back(num(w) + " is a watcher without the mesh key");
+  }
+  auto gauge = [&](const char* name, int64_t have, size_t want) {
+    if (have != int64_t(want)) {
+      errs.push_back(std::string(name) + " = " + std::to_string(have) + " != " + std::to_string(want) +
+                     " in the registry");
+    }
+  };
+  gauge("current_connections", gauges_.currentConnections.load(), conns);
+  gauge("clients_local", gauges_.clientsLocal.load(), clients_.size());
+  gauge("current_dup_client_keys", gauges_.dupClientKeys.load(), dupKeys);
+  gauge("current_dup_client_conns", gauges_.dupClientConns.load(), dupConns);
+  gauge("watchers", gauges_.watchers.load(), watchers_.size());
+  if (int64_t home = gauges_.currentHomeConnections.load(); home < 0) {
+    errs.push_back("current_home_connections = " + std::to_string(home) + " < 0");
+  }
   return errs;
 }
 

@@ -41,7 +41,35 @@ class Registry {
   bool closePeer(const NodePublic& key);
 
   size_t keyCountLocked() const { return clients_.size(); }
-  // Registry invariants (for /debug/check and tests); empty when consistent.
+
+  // /debug/check (derper's Server.ConsistencyCheck): the registry's
+  // invariants, one message per violation; empty when consistent.
+  //
+  // Runs on whichever loop thread serves the HTTP request, under mu
+  // *shared* (relaying goes on; registrations and removals wait for it, an
+  // O(connections) walk), then each registered connection's qmu_ briefly
+  // (the documented lock order).
+  //
+  // What it can see, and checks: every key's set is non-empty and each of
+  // its connections carries that key; no connection (or connection number)
+  // is registered twice; a single connection is active and not marked dup;
+  // in a set of two or more every connection is marked dup, the active one
+  // (if any) and every history entry belong to the set; every registered
+  // connection's send side is still open (close() removes a connection
+  // from the registry before it shuts that, so a closed but registered
+  // connection is a leak); every watcher is a registered mesh connection,
+  // listed once and flagged; and the gauges that only change under mu
+  // exclusive (current_connections, clients_local, dup keys/conns,
+  // watchers) equal what the maps hold, and current_home_connections is
+  // not negative.
+  //
+  // What it cannot see: the state a connection's own loop thread owns
+  // (its State, socket, buffers, sentTo, preferred flag) and the loops'
+  // connection tables, which only their threads may read; so it cannot
+  // tell a registered connection whose socket is dead but whose loop has
+  // not noticed yet (that is normal until the loop reads the EOF), nor
+  // check current_home_connections exactly (it changes outside mu). Mesh
+  // forwarders (derper's clientsMesh checks) do not exist yet.
   std::vector<std::string> checkConsistency() const;
 
  private:

@@ -11,11 +11,17 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <algorithm>
-#include <cstdio>
+#include <map>
+#include <set>
+#include <string_view>
 
 #include "client_conn.hpp"
 #include "common/log/log.hpp"
@@ -76,7 +82,10 @@ Server::Server(ServerConfig cfg)
     : cfg_(std::move(cfg)),
       publicKey_(cfg_.privateKey.publicKey()),
       registry_(gauges_, publicKey_),
-      startUnix_(long(std::time(nullptr))) {
+      startUnix_(long(std::time(nullptr))),
+      startSteady_(std::chrono::steady_clock::now()) {
+  char host[HOST_NAME_MAX + 1] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) machine_ = host;
   procFdDir_ = ::open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   procStatm_ = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
   int n = cfg_.threads > 0 ? cfg_.threads : 1;
@@ -241,21 +250,180 @@ static uint64_t residentBytes(int statmFd) {
   return rss * uint64_t(::sysconf(_SC_PAGESIZE));
 }
 
-std::string Server::varz() const {
-  VarzWriter w;
+namespace {
+
+// A JSON string as Go's %q writes metric names (they are plain ASCII).
+std::string jsonQuote(std::string_view v) {
+  std::string out = "\"";
+  for (char c : v) {
+    auto b = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (b < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", b);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// A number as Go's encoding/json writes it: integers plainly, other values
+// in the shortest form that reads back the same ('f' between 1e-6 and 1e21,
+// else 'e'); JSON has no NaN or infinity.
+std::string jsonNumber(double v) {
+  if (!std::isfinite(v)) return "null";
+  if (v == std::trunc(v) && std::fabs(v) < 9.2e18) return std::to_string(int64_t(v));
+  char buf[64];
+  double a = std::fabs(v);
+  auto fmt = (a >= 1e-6 && a < 1e21) ? std::chars_format::fixed : std::chars_format::scientific;
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, fmt);
+  if (ec != std::errc()) return "null";
+  std::string s(buf, end);
+  // encoding/json writes e-7, not e-07 (positive exponents here are >= 21).
+  if (auto e = s.find("e-0"); e != std::string::npos && s.size() == e + 4) s.erase(e + 2, 1);
+  return s;
+}
+
+// The label value of a one-label body `k="v"`; the whole body otherwise.
+std::string labelKey(const std::string& labels) {
+  auto eq = labels.find("=\"");
+  if (eq != std::string::npos && labels.size() >= eq + 3 && labels.back() == '"' &&
+      labels.find('"', eq + 2) == labels.size() - 1) {
+    return labels.substr(eq + 2, labels.size() - eq - 3);
+  }
+  return labels;
+}
+
+}  // namespace
+
+// Receives every metric once with both of its names and builds the two
+// exports: /debug/varz through VarzWriter, and /debug/vars as derper's
+// expvar JSON. An expvar path is "name" for a top-level expvar or
+// "set.key" for a key inside one of derper's expvar maps ("derp",
+// "tls_listener"), with derper's raw names (gauge_/counter_ prefixes, which
+// its varz strips). Labelled metrics become nested maps as expvar renders a
+// metrics.LabelMap: {"label value": n, ...}, keys sorted.
+struct Server::MetricSink {
+  VarzWriter varz;
+  std::map<std::string, std::string> top;                            // expvar -> JSON
+  std::map<std::string, std::map<std::string, std::string>> sets;    // set -> key -> JSON
+  std::set<std::string> own;                                         // Prometheus names
+
+  void put(std::string_view path, std::string json) {
+    auto dot = path.find('.');
+    if (dot == std::string_view::npos) {
+      top[std::string(path)] = std::move(json);
+    } else {
+      sets[std::string(path.substr(0, dot))][std::string(path.substr(dot + 1))] = std::move(json);
+    }
+  }
+  template <typename T>
+  static std::string jsonMap(const std::vector<std::pair<std::string, T>>& values) {
+    std::map<std::string, std::string> m;
+    for (const auto& [k, v] : values) m[k] = jsonNumber(double(v));
+    return renderMap(m);
+  }
+  // expvar.Map.String(): {"k": v, "k2": v2}.
+  static std::string renderMap(const std::map<std::string, std::string>& m) {
+    std::string out = "{";
+    bool first = true;
+    for (const auto& [k, v] : m) {
+      if (!first) out += ", ";
+      first = false;
+      out += jsonQuote(k) + ": " + v;
+    }
+    return out + "}";
+  }
+
+  void counter(const std::string& prom, std::string_view path, uint64_t v) {
+    own.insert(prom);
+    varz.counter(prom, v);
+    put(path, std::to_string(v));
+  }
+  void gauge(const std::string& prom, std::string_view path, int64_t v) {
+    own.insert(prom);
+    varz.gauge(prom, v);
+    put(path, std::to_string(v));
+  }
+  void untyped(const std::string& prom, std::string_view path, double v) {
+    own.insert(prom);
+    varz.untyped(prom, v);
+    put(path, jsonNumber(v));
+  }
+  void labeledCounter(const std::string& prom, std::string_view path, const std::string& label,
+                      const std::vector<std::pair<std::string, uint64_t>>& values) {
+    own.insert(prom);
+    varz.labeledCounter(prom, label, values);
+    put(path, jsonMap(values));
+  }
+  void labeledGauge(const std::string& prom, std::string_view path, const std::string& label,
+                    const std::vector<std::pair<std::string, int64_t>>& values) {
+    own.insert(prom);
+    varz.labeledGauge(prom, label, values);
+    put(path, jsonMap(values));
+  }
+  // One role's metrics (derpd's snapshot): top-level expvars named as
+  // derper's varz rules would need to print them (counter_NAME, gauge_NAME),
+  // one nested map per labelled name. As in varz, a name already present
+  // (ours, or an earlier role's) wins.
+  void peerMetrics(const std::vector<ipc::Metric>& metrics) {
+    varz.peerMetrics(metrics);
+    std::map<std::string, std::string> plain;
+    std::map<std::string, std::map<std::string, std::string>> labelled;
+    std::set<std::string> names;
+    for (const ipc::Metric& m : metrics) {
+      if (own.count(m.name)) continue;
+      names.insert(m.name);
+      std::string name = (m.type == ipc::MetricType::Counter ? "counter_" : "gauge_") + m.name;
+      if (m.labels.empty()) {
+        plain[name] = jsonNumber(m.value);
+      } else {
+        labelled[name][labelKey(m.labels)] = jsonNumber(m.value);
+      }
+    }
+    for (auto& [name, value] : plain) {
+      if (auto it = labelled.find(name); it != labelled.end()) {
+        it->second[""] = value;  // both shapes under one name: the unlabelled value keyed ""
+      } else {
+        top[name] = value;
+      }
+    }
+    for (auto& [name, values] : labelled) top[name] = renderMap(values);
+    own.insert(names.begin(), names.end());
+  }
+  // expvar's handler: "{\n" + `"name": value` joined by ",\n" + "\n}\n".
+  std::string renderVars() const {
+    std::map<std::string, std::string> all = top;
+    for (const auto& [name, m] : sets) all[name] = renderMap(m);
+    std::string out = "{\n";
+    bool first = true;
+    for (const auto& [k, v] : all) {
+      if (!first) out += ",\n";
+      first = false;
+      out += jsonQuote(k) + ": " + v;
+    }
+    return out + "\n}\n";
+  }
+};
+
+void Server::collectMetrics(MetricSink& w) const {
   auto sum = [&](auto field) {
     uint64_t s = 0;
     for (const auto& l : loops_) s += field(l->stats()).get();
     return s;
   };
 #define SUM(member) sum([](const LoopStats& st) -> const Counter& { return st.member; })
-  w.counter("derp_accepts", SUM(accepts));
-  w.untyped("derp_average_queue_duration_ms", averageQueueMs());
-  w.counter("derp_bytes_received", SUM(bytesReceived));
-  w.counter("derp_bytes_sent", SUM(bytesSent));
-  w.counter("derp_packets_received", SUM(packetsReceived));
-  w.counter("derp_packets_sent", SUM(packetsSent));
-  w.labeledCounter("derp_packets_received_kind", "kind",
+  w.counter("derp_accepts", "derp.accepts", SUM(accepts));
+  w.untyped("derp_average_queue_duration_ms", "derp.average_queue_duration_ms", averageQueueMs());
+  w.counter("derp_bytes_received", "derp.bytes_received", SUM(bytesReceived));
+  w.counter("derp_bytes_sent", "derp.bytes_sent", SUM(bytesSent));
+  w.counter("derp_packets_received", "derp.packets_received", SUM(packetsReceived));
+  w.counter("derp_packets_sent", "derp.packets_sent", SUM(packetsSent));
+  w.labeledCounter("derp_packets_received_kind", "derp.counter_packets_received_kind", "kind",
                    {{"disco", SUM(packetsReceivedDisco)}, {"other", SUM(packetsReceivedOther)}});
   std::vector<std::pair<std::string, uint64_t>> reasons;
   uint64_t droppedTotal = 0;
@@ -265,44 +433,46 @@ std::string Server::varz() const {
     reasons.emplace_back(dropReasonName(DropReason(i)), v);
   }
   std::sort(reasons.begin(), reasons.end());
-  w.labeledCounter("derp_packets_dropped_reason", "reason", reasons);
-  w.counter("derp_packets_dropped", droppedTotal);
-  w.labeledCounter("derp_packets_dropped_type", "type",
+  w.labeledCounter("derp_packets_dropped_reason", "derp.counter_packets_dropped_reason", "reason", reasons);
+  w.counter("derp_packets_dropped", "derp.packets_dropped", droppedTotal);
+  w.labeledCounter("derp_packets_dropped_type", "derp.counter_packets_dropped_type", "type",
                    {{"disco", SUM(droppedDisco)}, {"other", SUM(droppedOther)}});
-  w.counter("derp_packets_forwarded_in", SUM(forwardedIn));
-  w.counter("derp_packets_forwarded_out", SUM(forwardedOut));
-  w.counter("derp_home_moves_in", SUM(homeMovesIn));
-  w.counter("derp_home_moves_out", SUM(homeMovesOut));
-  w.counter("derp_got_ping", SUM(gotPing));
-  w.counter("derp_sent_pong", SUM(sentPong));
-  w.counter("derp_peer_gone_disconnected_frames", SUM(peerGoneDisconnectedFrames));
-  w.counter("derp_peer_gone_not_here_frames", SUM(peerGoneNotHereFrames));
-  w.counter("derp_unknown_frames", SUM(unknownFrames));
-  w.counter("derp_websocket_accepts", SUM(websocketAccepts));
-  w.counter("derp_total_dup_client_conns", gauges_.totalDupClientConns.load());
-  w.gauge("derp_current_connections", gauges_.currentConnections.load());
-  w.gauge("derp_current_home_connections", gauges_.currentHomeConnections.load());
-  w.gauge("derp_current_dup_client_keys", gauges_.dupClientKeys.load());
-  w.gauge("derp_current_dup_client_conns", gauges_.dupClientConns.load());
-  w.gauge("derp_clients_local", gauges_.clientsLocal.load());
-  w.gauge("derp_clients_total", gauges_.clientsLocal.load());
-  w.gauge("derp_clients_remote", 0);
-  w.gauge("derp_watchers", gauges_.watchers.load());
-  w.gauge("derp_current_file_descriptors", countOpenFds(procFdDir_));
-  w.gauge("derp_memstats_sys0", int64_t(residentBytes(procStatm_)));
+  w.counter("derp_packets_forwarded_in", "derp.packets_forwarded_in", SUM(forwardedIn));
+  w.counter("derp_packets_forwarded_out", "derp.packets_forwarded_out", SUM(forwardedOut));
+  w.counter("derp_home_moves_in", "derp.home_moves_in", SUM(homeMovesIn));
+  w.counter("derp_home_moves_out", "derp.home_moves_out", SUM(homeMovesOut));
+  w.counter("derp_got_ping", "derp.got_ping", SUM(gotPing));
+  w.counter("derp_sent_pong", "derp.sent_pong", SUM(sentPong));
+  w.counter("derp_peer_gone_disconnected_frames", "derp.peer_gone_disconnected_frames",
+            SUM(peerGoneDisconnectedFrames));
+  w.counter("derp_peer_gone_not_here_frames", "derp.peer_gone_not_here_frames", SUM(peerGoneNotHereFrames));
+  w.counter("derp_unknown_frames", "derp.unknown_frames", SUM(unknownFrames));
+  w.counter("derp_websocket_accepts", "derp_websocket_accepts", SUM(websocketAccepts));
+  w.counter("derp_total_dup_client_conns", "derp.counter_total_dup_client_conns", gauges_.totalDupClientConns.load());
+  w.gauge("derp_current_connections", "derp.gauge_current_connections", gauges_.currentConnections.load());
+  w.gauge("derp_current_home_connections", "derp.gauge_current_home_connections",
+          gauges_.currentHomeConnections.load());
+  w.gauge("derp_current_dup_client_keys", "derp.gauge_current_dup_client_keys", gauges_.dupClientKeys.load());
+  w.gauge("derp_current_dup_client_conns", "derp.gauge_current_dup_client_conns", gauges_.dupClientConns.load());
+  w.gauge("derp_clients_local", "derp.gauge_clients_local", gauges_.clientsLocal.load());
+  w.gauge("derp_clients_total", "derp.gauge_clients_total", gauges_.clientsLocal.load());
+  w.gauge("derp_clients_remote", "derp.gauge_clients_remote", 0);
+  w.gauge("derp_watchers", "derp.gauge_watchers", gauges_.watchers.load());
+  w.gauge("derp_current_file_descriptors", "derp.gauge_current_file_descriptors", countOpenFds(procFdDir_));
+  w.gauge("derp_memstats_sys0", "derp.gauge_memstats_sys0", int64_t(residentBytes(procStatm_)));
   std::vector<std::pair<std::string, uint64_t>> closes;
   for (size_t i = 0; i < size_t(CloseReason::kCount); ++i) {
     closes.emplace_back(closeReasonName(CloseReason(i)),
                         sum([i](const LoopStats& st) -> const Counter& { return st.closes[i]; }));
   }
   std::sort(closes.begin(), closes.end());
-  w.labeledCounter("derpd_conn_closes", "reason", closes);
-  w.counter("derpd_http_requests", SUM(httpRequests));
-  w.counter("derpd_http_head_too_large", SUM(httpHeadTooLarge));
+  w.labeledCounter("derpd_conn_closes", "counter_derpd_conn_closes", "reason", closes);
+  w.counter("derpd_http_requests", "counter_derpd_http_requests", SUM(httpRequests));
+  w.counter("derpd_http_head_too_large", "counter_derpd_http_head_too_large", SUM(httpHeadTooLarge));
   if (cfg_.tls) {
-    w.counter("tls_listener_accepted_connections", SUM(tlsAccepted));
-    w.counter("tls_listener_rejected_connections", 0);
-    w.counter("derpd_tls_handshake_errors", SUM(tlsHandshakeErrors));
+    w.counter("tls_listener_accepted_connections", "tls_listener.counter_accepted_connections", SUM(tlsAccepted));
+    w.counter("tls_listener_rejected_connections", "tls_listener.counter_rejected_connections", 0);
+    w.counter("derpd_tls_handshake_errors", "counter_derpd_tls_handshake_errors", SUM(tlsHandshakeErrors));
     static const char* kVer[] = {"1.0", "1.1", "1.2", "1.3", "unknown"};
     std::vector<std::pair<std::string, uint64_t>> req;
     std::vector<std::pair<std::string, int64_t>> act;
@@ -310,19 +480,41 @@ std::string Server::varz() const {
       req.emplace_back(kVer[i], sum([i](const LoopStats& st) -> const Counter& { return st.tlsRequestVersion[i]; }));
       act.emplace_back(kVer[i], gauges_.tlsActive[i].load());
     }
-    w.labeledCounter("derper_tls_request_version", "version", req);
-    w.labeledGauge("derper_tls_active_version", "version", act);
+    w.labeledCounter("derper_tls_request_version", "derper_tls_request_version", "version", req);
+    w.labeledGauge("derper_tls_active_version", "gauge_derper_tls_active_version", "version", act);
   }
 #undef SUM
-  w.counter("uptime_sec", uint64_t(std::time(nullptr) - startUnix_));
-  w.gauge("process_resident_memory_bytes", int64_t(residentBytes(procStatm_)));
-  w.gauge("process_open_fds", countOpenFds(procFdDir_));
-  w.untyped("process_start_unix_time", double(startUnix_));
+  w.counter("uptime_sec", "counter_uptime_sec", uint64_t(std::time(nullptr) - startUnix_));
+  w.gauge("process_resident_memory_bytes", "gauge_process_resident_memory_bytes", int64_t(residentBytes(procStatm_)));
+  w.gauge("process_open_fds", "gauge_process_open_fds", countOpenFds(procFdDir_));
+  w.untyped("process_start_unix_time", "process_start_unix_time", double(startUnix_));
   {
     std::lock_guard lk(mu_);
     for (const ipc::RoleMetrics& rm : peerMetrics_) w.peerMetrics(rm.metrics);
   }
-  return w.render();
+}
+
+std::string Server::varz() const {
+  MetricSink w;
+  collectMetrics(w);
+  return w.varz.render();
+}
+
+std::string Server::vars() const {
+  MetricSink w;
+  collectMetrics(w);
+  return w.renderVars();
+}
+
+DebugInfo Server::debugInfo() const {
+  DebugInfo info;
+  auto up = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - startSteady_);
+  info.uptimeSec = long((up.count() + 500) / 1000);  // Go: time.Since(start).Round(time.Second)
+  info.version = DERPD_VERSION "-" DERPD_GIT_REV;
+  info.machine = machine_;
+  info.tlsHostname = cfg_.hostname;
+  info.meshKey = hasMeshKey();
+  return info;
 }
 
 }  // namespace derpd::worker

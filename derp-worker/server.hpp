@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include "common/crypto/keys.hpp"
 #include "common/ipc/messages.hpp"
+#include "http_handlers.hpp"
 #include "loop.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
@@ -26,6 +28,8 @@ struct ServerConfig {
   bool derpEnabled = true;
   bool dev = false;
   int threads = 1;
+  std::string hostname;                // -hostname, shown on /debug/
+  DebugAccess debugAccess;             // debug key digest, $TS_ALLOW_DEBUG_IP
 };
 
 class Server {
@@ -69,10 +73,20 @@ class Server {
   // Average of the loops' queue-duration EMAs (ms).
   double averageQueueMs() const;
 
+  // /debug/varz (Prometheus text) and /debug/vars (derper's expvar JSON):
+  // the same metrics, collected once per request by collectMetrics().
   std::string varz() const;
+  std::string vars() const;
+  // /debug/check: the registry's consistency (Registry::checkConsistency).
+  std::vector<std::string> consistencyCheck() const { return registry_.checkConsistency(); }
+  // The /debug/ index's values.
+  DebugInfo debugInfo() const;
+  const DebugAccess& debugAccess() const { return cfg_.debugAccess; }
 
  private:
   struct Acceptor;
+  struct MetricSink;
+  void collectMetrics(MetricSink& out) const;
   mutable std::mutex mu_;  // guards cfg_.meshKey and peerMetrics_
   ServerConfig cfg_;
   std::vector<ipc::RoleMetrics> peerMetrics_;
@@ -89,6 +103,8 @@ class Server {
   std::string mainHost_;
   std::atomic<uint64_t> connNum_{0};
   long startUnix_;
+  std::chrono::steady_clock::time_point startSteady_;
+  std::string machine_;  // host name at start (derper: os.Hostname once)
   // Opened before any chroot so /debug/varz keeps its process figures.
   int procFdDir_ = -1;
   int procStatm_ = -1;

@@ -1,0 +1,140 @@
+// Registry::checkConsistency (/debug/check): okay for a consistent
+// registry, one message per broken invariant otherwise. Connections are
+// built without sockets (fd -1) on a loop that never runs; they all carry
+// the zero key (the key is set by the DERP handshake), so two of them form
+// a duplicate set.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "client_conn.hpp"
+#include "loop.hpp"
+#include "registry.hpp"
+#include "server.hpp"
+
+namespace derpd::worker {
+namespace {
+
+bool hasError(const std::vector<std::string>& errs, const std::string& needle) {
+  for (const auto& e : errs) {
+    if (e.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string joined(const std::vector<std::string>& errs) {
+  std::string s;
+  for (const auto& e : errs) s += e + "\n";
+  return s;
+}
+
+class RegistryCheck : public ::testing::Test {
+ protected:
+  RegistryCheck() : server_(config()), loop_(server_, 0) {}
+  static ServerConfig config() {
+    ServerConfig cfg;
+    cfg.privateKey = crypto::NodePrivate::generate();
+    return cfg;
+  }
+  std::unique_ptr<Conn> conn(uint64_t num) {
+    sockaddr_storage peer{};
+    peer.ss_family = AF_INET;
+    return std::make_unique<Conn>(loop_, -1, peer, num, nullptr, false);
+  }
+  Server server_;
+  Loop loop_;
+};
+
+TEST_F(RegistryCheck, EmptySingleAndDuplicateSetsAreConsistent) {
+  Registry& reg = server_.registry();
+  EXPECT_TRUE(reg.checkConsistency().empty());
+  auto a = conn(1), b = conn(2), c = conn(3);
+  reg.add(a.get());
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+  reg.add(b.get());  // same (zero) key: a duplicate set
+  reg.add(c.get());
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+  EXPECT_EQ(server_.gauges().dupClientConns.load(), 3);
+  reg.noteActivity(a.get());
+  reg.remove(c.get());
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+  reg.remove(b.get());
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+  reg.remove(a.get());
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+}
+
+TEST_F(RegistryCheck, GaugeDriftIsReported) {
+  Registry& reg = server_.registry();
+  auto a = conn(1), b = conn(2);
+  reg.add(a.get());
+  reg.add(b.get());
+  ServerGauges& g = server_.gauges();
+  g.currentConnections.fetch_add(1);
+  g.clientsLocal.fetch_add(2);
+  g.dupClientKeys.fetch_sub(1);
+  g.dupClientConns.fetch_add(5);
+  g.watchers.fetch_add(1);
+  g.currentHomeConnections.fetch_sub(1);
+  auto errs = reg.checkConsistency();
+  EXPECT_TRUE(hasError(errs, "current_connections = 3 != 2 in the registry")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, "clients_local = 3 != 1 in the registry")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, "current_dup_client_keys = 0 != 1 in the registry")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, "current_dup_client_conns = 7 != 2 in the registry")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, "watchers = 1 != 0 in the registry")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, "current_home_connections = -1 < 0")) << joined(errs);
+  EXPECT_EQ(errs.size(), 6u) << joined(errs);
+  g.currentConnections.fetch_sub(1);
+  g.clientsLocal.fetch_sub(2);
+  g.dupClientKeys.fetch_add(1);
+  g.dupClientConns.fetch_sub(5);
+  g.watchers.fetch_sub(1);
+  g.currentHomeConnections.fetch_add(1);
+  EXPECT_TRUE(reg.checkConsistency().empty());
+  reg.remove(a.get());
+  reg.remove(b.get());
+}
+
+TEST_F(RegistryCheck, DuplicateFlagsAndClosedConnectionsAreReported) {
+  Registry& reg = server_.registry();
+  auto a = conn(1), b = conn(2);
+  reg.add(a.get());
+  reg.add(b.get());
+  {
+    std::unique_lock lk(reg.mu);  // the flag is guarded by the registry lock
+    a->regIsDup_ = false;
+  }
+  auto errs = reg.checkConsistency();
+  EXPECT_TRUE(hasError(errs, "connection 1 (key ")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, "duplicate flag clear with 2 connection(s) for the key")) << joined(errs);
+  {
+    std::unique_lock lk(reg.mu);
+    a->regIsDup_ = true;
+  }
+  EXPECT_TRUE(reg.checkConsistency().empty());
+  // A connection that closed without leaving the registry (this one was
+  // never registered through its handshake, so close() does not remove it).
+  b->close(CloseReason::Shutdown);
+  errs = reg.checkConsistency();
+  EXPECT_TRUE(hasError(errs, "connection 2 (key ")) << joined(errs);
+  EXPECT_TRUE(hasError(errs, ") is closed but still registered")) << joined(errs);
+  EXPECT_EQ(errs.size(), 1u) << joined(errs);
+  reg.remove(a.get());
+  reg.remove(b.get());
+  EXPECT_TRUE(reg.checkConsistency().empty());
+}
+
+TEST_F(RegistryCheck, ServerConsistencyCheckIsTheRegistrys) {
+  auto a = conn(1);
+  server_.registry().add(a.get());
+  EXPECT_TRUE(server_.consistencyCheck().empty());
+  server_.gauges().currentConnections.fetch_add(1);
+  EXPECT_EQ(server_.consistencyCheck(), server_.registry().checkConsistency());
+  EXPECT_FALSE(server_.consistencyCheck().empty());
+  server_.gauges().currentConnections.fetch_sub(1);
+  server_.registry().remove(a.get());
+}
+
+}  // namespace
+}  // namespace derpd::worker
