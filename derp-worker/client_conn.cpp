@@ -312,6 +312,7 @@ void Conn::handleRequest(const http::RequestHead& req) {
   ctx.vars = [srv] { return srv->vars(); };
   ctx.check = [srv] { return srv->consistencyCheck(); };
   ctx.debugInfo = [srv] { return srv->debugInfo(); };
+  ctx.bootstrapDns = [srv](std::string_view q, const std::string& ip) { return srv->bootstrapDnsBody(q, ip); };
   HttpAction a = handleHttpRequest(req, ctx);
   switch (a.kind) {
     case HttpAction::Kind::DerpUpgrade:

@@ -471,8 +471,8 @@ HttpAction handleHttpRequest(const http::RequestHead& req, const HttpContext& ct
     r.body = "User-agent: *\nDisallow: /\n";
     r.sniffedType = "text/plain; charset=utf-8";
   } else if (path == "/bootstrap-dns") {
-    // No names are published by this process: derper's empty body.
     r.headers = browserHeaders("application/json", false, true);
+    if (ctx.bootstrapDns) r.body = ctx.bootstrapDns(http::queryValue(req.query, "q").value_or(""), ctx.peerIp);
     a.close = true;
   } else if (path == "/debug") {
     r = debugSlashRedirect(req);

@@ -58,6 +58,8 @@ struct HttpContext {
   std::function<std::string()> vars;                      // /debug/vars body (JSON)
   std::function<std::vector<std::string>()> check;        // /debug/check: errors, empty = okay
   std::function<DebugInfo()> debugInfo;                   // /debug/ index values
+  // /bootstrap-dns body for the ?q= value and peerIp; null: empty body.
+  std::function<std::string(std::string_view q, const std::string& peerIp)> bootstrapDns;
 };
 
 struct HttpAction {

@@ -24,6 +24,7 @@
 #include "common/crypto/keys.hpp"
 #include "common/ipc/child.hpp"
 #include "common/log/log.hpp"
+#include "common/net/dns_client.hpp"
 #include "common/net/listener.hpp"
 #include "common/proc/sandbox.hpp"
 #include "common/util/fd.hpp"
@@ -201,6 +202,29 @@ int main(int argc, char** argv) {
   auto debugAccess = loadDebugAccess(*opts);
   if (!debugAccess) return fail(debugAccess.error());
   cfg.debugAccess = *debugAccess;
+  // /bootstrap-dns: the resolver's server and /etc/hosts are read now, the
+  // chroot below hides them. Names are resolved by BootstrapDns's own thread.
+  {
+    BootstrapDns::Resolver resolver;
+    if (!opts->bootstrapDnsNames.empty() || !opts->unpublishedBootstrapDnsNames.empty()) {
+      std::string ns = opts->bootstrapDnsServer;
+      if (ns.empty()) {
+        auto sys = net::systemNameserver();
+        if (!sys) return fail("bootstrap DNS: " + sys.error() + " (set --bootstrap-dns-server)");
+        ns = *sys;
+      }
+      auto server = net::parseDnsServer(ns);
+      if (!server) return fail("bootstrap DNS server " + ns + ": " + server.error());
+      auto hosts = net::HostsFile::load();
+      if (!hosts) LOG_WARN("bootstrap DNS: {}; resolving every name over DNS", hosts.error());
+      resolver = BootstrapDns::dnsResolver(*server, hosts ? *hosts : net::HostsFile::parse(""));
+      LOG_INFO("bootstrap DNS: names resolved with {}", ns);
+    }  // else: nothing to resolve; BootstrapDns starts no thread
+    BootstrapDns::Options bo;
+    bo.publishedNames = opts->bootstrapDnsNames;
+    bo.unpublishedNames = opts->unpublishedBootstrapDnsNames;
+    cfg.bootstrapDns = std::make_shared<BootstrapDns>(std::move(bo), std::move(resolver));
+  }
 
   auto hp = net::splitHostPort(opts->addr);
   if (!hp) return fail("-a: " + hp.error());
@@ -237,6 +261,7 @@ int main(int argc, char** argv) {
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
   }
   if (auto r = server.start(); !r) return fail("start: " + r.error());
+  if (auto b = server.bootstrapDns()) b->start();
 
   std::string host = hp->host.empty() ? "[::]" : (hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host);
   LOG_INFO("server key {}", server.publicKey().toText());

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "common/config/go_flags.hpp"
+#include "common/net/dns_client.hpp"
 
 namespace derpd::worker {
 
@@ -43,6 +44,15 @@ const config::GoFlagTable<Options>& flags() {
          auto i = config::flagInt(v); if (!i || *i < 0) return makeError("bad fd"); o.port80Fd = *i; return {}; }}},
       {"key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i || *i < 0) return makeError("bad fd"); o.keyFd = *i; return {}; }}},
+      {"bootstrap-dns-names", {false, [](Options& o, const std::string& v) -> Result<void> {
+         o.bootstrapDnsNames = v; return {}; }}},
+      {"unpublished-bootstrap-dns-names", {false, [](Options& o, const std::string& v) -> Result<void> {
+         o.unpublishedBootstrapDnsNames = v; return {}; }}},
+      {"bootstrap-dns-server", {false, [](Options& o, const std::string& v) -> Result<void> {
+         if (!v.empty()) {
+           if (auto s = net::parseDnsServer(v); !s) return makeError(s.error());
+         }
+         o.bootstrapDnsServer = v; return {}; }}},
       {"mesh-key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i || *i < 0) return makeError("bad fd"); o.meshKeyFd = *i; return {}; }}},
     };
@@ -83,6 +93,13 @@ It normally runs under derpd; it also runs on its own with derper's flags.
   -mesh-psk-file FILE   mesh key (64+ hex digits): peers presenting it may
                         send WatchConns, ForwardPacket and ClosePeer
   -derp=BOOL            serve DERP on /derp (default true; false answers 404)
+  -bootstrap-dns-names NAMES   comma-separated names whose addresses
+                        /bootstrap-dns publishes (resolved at start and every 10 min)
+  -unpublished-bootstrap-dns-names NAMES   "name" or "name/txtname" entries
+                        served only to ?q=name (txtname: a TXT record 0-100,
+                        the percentage of clients that get the answer)
+  --bootstrap-dns-server IP[:PORT]   DNS server for those names (default: the
+                        first nameserver of /etc/resolv.conf; /etc/hosts first)
   --threads N           event loops (default: number of CPUs)
   --drain-timeout D     on SIGTERM/SIGINT: stop accepting, send clients the
                         Restarting frame, wait up to D for them to go (default 5s)

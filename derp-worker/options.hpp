@@ -36,6 +36,9 @@ struct Options {
   int port80Fd = -1;                  // --port80-fd: inherited port-80 listener
   int keyFd = -1;                     // --key-fd: pipe carrying the key file's bytes
   int meshKeyFd = -1;                 // --mesh-key-fd: pipe carrying the mesh key
+  std::string bootstrapDnsNames;      // -bootstrap-dns-names
+  std::string unpublishedBootstrapDnsNames;  // -unpublished-bootstrap-dns-names
+  std::string bootstrapDnsServer;     // --bootstrap-dns-server (empty: /etc/resolv.conf)
   std::string control;                // --control: derpd's control endpoint (ipc://...)
   std::string user;                   // --user: drop to this user (when root)
   std::string chrootDir;              // --chroot: empty directory to chroot into

@@ -410,6 +410,11 @@ struct Server::MetricSink {
   }
 };
 
+std::string Server::bootstrapDnsBody(std::string_view q, const std::string& peerIp) const {
+  if (!cfg_.bootstrapDns) return "";
+  return cfg_.bootstrapDns->handle(q, ClientIp::parse(peerIp)).body;
+}
+
 void Server::collectMetrics(MetricSink& w) const {
   auto sum = [&](auto field) {
     uint64_t s = 0;
@@ -488,6 +493,12 @@ void Server::collectMetrics(MetricSink& w) const {
   w.gauge("process_resident_memory_bytes", "gauge_process_resident_memory_bytes", int64_t(residentBytes(procStatm_)));
   w.gauge("process_open_fds", "gauge_process_open_fds", countOpenFds(procFdDir_));
   w.untyped("process_start_unix_time", "process_start_unix_time", double(startUnix_));
+  if (cfg_.bootstrapDns) {
+    const std::vector<ipc::Metric> bm = cfg_.bootstrapDns->metrics();
+    for (size_t i = 0; i < bm.size() && i < kBootstrapDnsExpvarNames.size(); ++i) {
+      w.counter(bm[i].name, kBootstrapDnsExpvarNames[i], uint64_t(bm[i].value));
+    }
+  }
   {
     std::lock_guard lk(mu_);
     for (const ipc::RoleMetrics& rm : peerMetrics_) w.peerMetrics(rm.metrics);

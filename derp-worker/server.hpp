@@ -12,6 +12,7 @@
 
 #include "common/crypto/keys.hpp"
 #include "common/ipc/messages.hpp"
+#include "bootstrap_dns.hpp"
 #include "http_handlers.hpp"
 #include "loop.hpp"
 #include "metrics.hpp"
@@ -29,6 +30,7 @@ struct ServerConfig {
   bool dev = false;
   int threads = 1;
   std::string hostname;                // -hostname, shown on /debug/
+  std::shared_ptr<BootstrapDns> bootstrapDns;  // /bootstrap-dns (null: derper's empty body)
   DebugAccess debugAccess;             // debug key digest, $TS_ALLOW_DEBUG_IP
 };
 
@@ -82,6 +84,10 @@ class Server {
   // The /debug/ index's values.
   DebugInfo debugInfo() const;
   const DebugAccess& debugAccess() const { return cfg_.debugAccess; }
+  // The /bootstrap-dns body for ?q= value `q` from peer `peerIp` (text);
+  // bumps derper's counters. Empty when nothing is configured.
+  std::string bootstrapDnsBody(std::string_view q, const std::string& peerIp) const;
+  const std::shared_ptr<BootstrapDns>& bootstrapDns() const { return cfg_.bootstrapDns; }
 
  private:
   struct Acceptor;

@@ -97,6 +97,10 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
                                       "--drain-timeout", config::formatGoDuration(cfg_.drainTimeout),
                                       "--log-level", cfg_.logLevel};
         if (!cfg_.certDir.empty()) a.insert(a.end(), {"-certdir", cfg_.certDir});
+        if (!cfg_.bootstrapDnsNames.empty()) a.insert(a.end(), {"-bootstrap-dns-names", cfg_.bootstrapDnsNames});
+        if (!cfg_.unpublishedBootstrapDnsNames.empty())
+          a.insert(a.end(), {"-unpublished-bootstrap-dns-names", cfg_.unpublishedBootstrapDnsNames});
+        if (!cfg_.bootstrapDnsServer.empty()) a.insert(a.end(), {"--bootstrap-dns-server", cfg_.bootstrapDnsServer});
         if (port80Fd_ >= 0) a.insert(a.end(), {"--port80-fd", std::to_string(port80Fd_)});
         if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
         return a;

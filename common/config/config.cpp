@@ -40,7 +40,7 @@ const std::vector<KeyDef>& keyTable() {
       {"accept-connection-limit", &Settings::acceptConnectionLimit, true, true,
        "TLS accept rate limit in connections per second; beyond it a new connection is "
        "accepted and closed at once"},
-      {"bootstrap-dns-names", &Settings::bootstrapDnsNames, true, true,
+      {"bootstrap-dns-names", &Settings::bootstrapDnsNames, true, false,
        "comma-separated host names whose addresses /bootstrap-dns publishes"},
       {"c", &Settings::keyFile, true, false,
        "server key file (JSON {\"PrivateKey\": ...}), created 0600 when missing; when empty, "
@@ -69,7 +69,7 @@ const std::vector<KeyDef>& keyTable() {
        "TCP keepalive idle time of accepted connections"},
       {"tcp-user-timeout", &Settings::tcpUserTimeout, true, false,
        "TCP_USER_TIMEOUT of accepted connections: how long sent data may stay unacknowledged"},
-      {"unpublished-bootstrap-dns-names", &Settings::unpublishedBootstrapDnsNames, true, true,
+      {"unpublished-bootstrap-dns-names", &Settings::unpublishedBootstrapDnsNames, true, false,
        "comma-separated host names /bootstrap-dns resolves only when asked for by name (?q=)"},
       {"verify-client-url", &Settings::verifyClientUrl, true, true,
        "admission URL: each connecting client's keys are POSTed to it; it must answer "

@@ -292,3 +292,36 @@ TEST_F(SupervisorTest, HelpAndVersion) {
 
 }  // namespace
 }  // namespace derpd::test
+
+namespace derpd::test {
+namespace {
+
+// /bootstrap-dns through derpd: the published names are resolved by
+// derp-worker's background thread (here from /etc/hosts, read before the
+// chroot), served as derper renders them, and counted in /debug/varz.
+TEST_F(SupervisorTest, BootstrapDnsPublishesNames) {
+  auto args = derpdArgs();
+  // The server is never asked: localhost comes from /etc/hosts (as Go: files first).
+  args.insert(args.end(), {"-bootstrap-dns-names", "localhost", "--bootstrap-dns-server", "127.0.0.1:9"});
+  WorkerProcess* d = startDerpd(args);
+  ASSERT_NE(d, nullptr);
+  std::string body;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto r = httpGet(d->port(), "/bootstrap-dns");
+        if (!r.ok() || r->status != 200) return false;
+        body = r->body;
+        return body.find("127.0.0.1") != std::string::npos;
+      },
+      Millis(10000)))
+      << body;
+  EXPECT_EQ(body.rfind("{\n\t\"localhost\": [", 0), 0u) << body;
+  auto q = httpGet(d->port(), "/bootstrap-dns?q=localhost");
+  ASSERT_TRUE(q.ok()) << q.error();
+  EXPECT_EQ(q->body, body) << "an unpublished-set miss falls back to the published body";
+  EXPECT_TRUE(waitForMetric(*d, "bootstrap_dns_published_hits", [](double v) { return v >= 1; }));
+  EXPECT_TRUE(waitForMetric(*d, "bootstrap_dns_queried_domains", [](double v) { return v == 1; }));
+}
+
+}  // namespace
+}  // namespace derpd::test

@@ -529,8 +529,7 @@ TEST(ConfigRender, Usage) {
   EXPECT_NE(u.find("(default \"/home/test/.cache/tailscale/derper-certs\")"), std::string::npos);
   EXPECT_NE(u.find("-help"), std::string::npos);
   // Marks for what derpd does not implement yet.
-  for (const char* k : {"bootstrap-dns-names", "unpublished-bootstrap-dns-names",
-                        "verify-clients", "verify-client-url", "verify-client-url-fail-open", "mesh-with",
+  for (const char* k : {"verify-clients", "verify-client-url", "verify-client-url-fail-open", "mesh-with",
                         "accept-connection-limit", "accept-connection-burst"}) {
     const auto at = u.find("\n  -" + std::string(k) + " ");
     const auto at2 = u.find("\n  -" + std::string(k) + "\n");
@@ -539,7 +538,8 @@ TEST(ConfigRender, Usage) {
     const auto end = u.find("\n  -", start + 1);
     EXPECT_NE(u.substr(start, end - start).find("(not yet supported)"), std::string::npos) << k;
   }
-  for (const char* k : {"stun", "stun-port", "bootstrap-dns-server"}) {
+  for (const char* k : {"stun", "stun-port", "bootstrap-dns-server", "bootstrap-dns-names",
+                        "unpublished-bootstrap-dns-names"}) {
     auto at = u.find("\n  -" + std::string(k) + " ");
     if (at == std::string::npos) at = u.find("\n  -" + std::string(k) + "\n");
     ASSERT_NE(at, std::string::npos) << k;
