@@ -9,6 +9,7 @@
 
 #include "common/log/log.hpp"
 #include "common/proto/dns/dns.hpp"
+#include "common/util/go_json.hpp"
 
 namespace derpd::worker {
 
@@ -34,66 +35,6 @@ double defaultCoin() {
   return double(rng() >> 11) / double(uint64_t(1) << 53);
 }
 
-// Go's encoding/json string encoding (HTML-safe, invalid UTF-8 -> U+FFFD).
-void appendJsonString(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  size_t i = 0;
-  while (i < s.size()) {
-    const uint8_t c = uint8_t(s[i]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-            out += "\\u00";
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 0xf]);
-          } else {
-            out.push_back(char(c));
-          }
-      }
-      i++;
-      continue;
-    }
-    // Decode one rune as utf8.DecodeRuneInString does.
-    size_t n = 0;
-    uint32_t r = 0;
-    uint32_t min = 0;
-    if (c >= 0xc2 && c <= 0xdf) {
-      n = 2, r = c & 0x1f, min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      n = 3, r = c & 0x0f, min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      n = 4, r = c & 0x07, min = 0x10000;
-    }
-    bool ok = n != 0 && s.size() - i >= n;
-    for (size_t k = 1; ok && k < n; k++) {
-      const uint8_t cc = uint8_t(s[i + k]);
-      if ((cc & 0xc0) != 0x80) ok = false;
-      r = (r << 6) | (cc & 0x3f);
-    }
-    if (ok && (r < min || r > 0x10ffff || (r >= 0xd800 && r <= 0xdfff))) ok = false;
-    if (!ok) {
-      out += "\\ufffd";
-      i++;
-      continue;
-    }
-    if (r == 0x2028 || r == 0x2029) {
-      out += r == 0x2028 ? "\\u2028" : "\\u2029";
-    } else {
-      out.append(s.substr(i, n));
-    }
-    i += n;
-  }
-  out.push_back('"');
-}
 
 // strconv.Atoi for a value that must land in 0..100: optional sign, decimal
 // digits only; nullopt for anything else (including out-of-range values).
@@ -199,7 +140,7 @@ std::string renderBootstrapJson(const std::map<std::string, std::vector<std::str
   for (const auto& [name, addrs] : ips) {
     out += firstKey ? "\n\t" : ",\n\t";
     firstKey = false;
-    appendJsonString(out, name);
+    appendGoJsonString(out, name);
     out += ": ";
     if (addrs.empty()) {
       out += "[]";
@@ -208,7 +149,7 @@ std::string renderBootstrapJson(const std::map<std::string, std::vector<std::str
     out += '[';
     for (size_t i = 0; i < addrs.size(); i++) {
       out += i == 0 ? "\n\t\t" : ",\n\t\t";
-      appendJsonString(out, addrs[i]);
+      appendGoJsonString(out, addrs[i]);
     }
     out += "\n\t]";
   }

@@ -30,26 +30,6 @@ namespace {
 constexpr size_t kMaxJsonLen = 256 * 1024;
 constexpr int kMaxDepth = 64;
 
-// Length of the well-formed UTF-8 sequence at s[i] (Unicode Table 3-7, the
-// rule both Go's utf8.DecodeRune and nlohmann's lexer use), or 0.
-size_t utf8SeqLen(std::string_view s, size_t i) {
-  auto at = [&](size_t k) -> unsigned { return i + k < s.size() ? uint8_t(s[i + k]) : 0x100u; };
-  auto in = [](unsigned c, unsigned lo, unsigned hi) { return c >= lo && c <= hi; };
-  const unsigned c = at(0);
-  if (c < 0x80) return 1;
-  if (in(c, 0xC2, 0xDF)) return in(at(1), 0x80, 0xBF) ? 2 : 0;
-  unsigned lo = 0x80, hi = 0xBF;
-  if (c == 0xE0) lo = 0xA0;
-  if (c == 0xED) hi = 0x9F;
-  if (in(c, 0xE0, 0xEF)) return in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) ? 3 : 0;
-  if (c == 0xF0) lo = 0x90;
-  if (c == 0xF4) hi = 0x8F;
-  if (in(c, 0xF0, 0xF4)) {
-    return in(at(1), lo, hi) && in(at(2), 0x80, 0xBF) && in(at(3), 0x80, 0xBF) ? 4 : 0;
-  }
-  return 0;
-}
-
 int hexDigit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -327,49 +307,6 @@ Result<void> decodeObject(std::string_view json, std::span<const FieldSpec> fiel
   return okResult();
 }
 
-// Go's encodeState string encoding (Marshal escapes HTML characters).
-void appendJsonString(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\b': out += "\\b"; break;
-        case '\f': out += "\\f"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-          if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-            out += "\\u00";
-            out += kHex[c >> 4];
-            out += kHex[c & 0xf];
-          } else {
-            out += char(c);
-          }
-      }
-      ++i;
-      continue;
-    }
-    const size_t n = utf8SeqLen(s, i);
-    if (n == 0) {
-      out += "\\ufffd";
-      ++i;
-    } else if (n == 3 && c == 0xE2 && uint8_t(s[i + 1]) == 0x80 &&
-               (uint8_t(s[i + 2]) == 0xA8 || uint8_t(s[i + 2]) == 0xA9)) {
-      out += uint8_t(s[i + 2]) == 0xA8 ? "\\u2028" : "\\u2029";
-      i += 3;
-    } else {
-      out.append(s.data() + i, n);
-      i += n;
-    }
-  }
-  out += '"';
-}
 
 // Appends `"name":` with the separating comma when needed.
 void appendKey(std::string& out, std::string_view name) {
@@ -385,7 +322,7 @@ std::string encodeClientInfo(const ClientInfo& ci) {
   std::string out = "{";
   if (!ci.meshKey.empty()) {
     appendKey(out, "meshKey");
-    appendJsonString(out, ci.meshKey);
+    appendGoJsonString(out, ci.meshKey);
   }
   if (ci.version != 0) {
     appendKey(out, "version");
@@ -399,7 +336,7 @@ std::string encodeClientInfo(const ClientInfo& ci) {
   }
   if (!ci.appName.empty()) {
     appendKey(out, "AppName");
-    appendJsonString(out, ci.appName);
+    appendGoJsonString(out, ci.appName);
   }
   out += '}';
   return out;
