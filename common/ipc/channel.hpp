@@ -46,9 +46,11 @@
 // fd's notification during send() or leave messages queued, and the fd will
 // not wake again for them.
 //
-// TODO(ipc): the identity is asserted by the connecting process; the 0700
-// directory limits that to our uid. Check the peer's pid via SO_PEERCRED /
-// ZAP once the supervisor has per-child endpoints.
+// Known limitation (docs/IPC.md, docs/SECURITY.md to come): the identity is
+// asserted by the connecting process; only the 0700 runtime directory limits
+// it to derpd's uid (root when packaged). libzmq 4.3's public API does not
+// expose the peer's SO_PEERCRED; per-child endpoints checked with it are the
+// way to close this (issue 9, hardening).
 #pragma once
 
 #include <zmq.hpp>

@@ -1,4 +1,4 @@
-// Stub resolver: see dns_client.hpp.
+// Client-side DNS resolver: see dns_client.hpp.
 #include "common/net/dns_client.hpp"
 
 #include <arpa/inet.h>

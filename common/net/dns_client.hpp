@@ -1,4 +1,4 @@
-// A blocking stub resolver for one configured DNS server, for code that runs
+// A blocking client-side resolver for one configured DNS server, for code that runs
 // chrooted where getaddrinfo/NSS and /etc/resolv.conf are out of reach
 // (derp-worker's /bootstrap-dns refresh thread). Read the system's settings
 // while still privileged (systemNameserver(), HostsFile::load()), keep the

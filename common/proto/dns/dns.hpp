@@ -1,4 +1,4 @@
-// DNS message codec (RFC 1035), just enough for a stub resolver: build one
+// DNS message codec (RFC 1035), just enough for a client-side resolver: build one
 // query (A, AAAA or TXT, RD set) and parse the answer to it strictly. Pure
 // functions, no I/O. Every length is checked against the message; names are
 // decoded with compression pointers that must point strictly backwards
