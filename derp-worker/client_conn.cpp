@@ -313,6 +313,10 @@ void Conn::handleRequest(const http::RequestHead& req) {
   ctx.check = [srv] { return srv->consistencyCheck(); };
   ctx.debugInfo = [srv] { return srv->debugInfo(); };
   ctx.bootstrapDns = [srv](std::string_view q, const std::string& ip) { return srv->bootstrapDnsBody(q, ip); };
+  if (port80_ && srv->acmeHttp01()) {
+    ctx.acmeHostname = srv->hostname();
+    ctx.acmeHttpToken = [srv](const std::string& token) { return srv->tls()->httpToken(token); };
+  }
   HttpAction a = handleHttpRequest(req, ctx);
   switch (a.kind) {
     case HttpAction::Kind::DerpUpgrade:

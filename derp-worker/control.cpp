@@ -14,6 +14,8 @@ constexpr std::array kHandlers = {
     ipc::handlerFor<&Control::onShutdown>(),
     ipc::handlerFor<&Control::onLogReopen>(),
     ipc::handlerFor<&Control::onSnapshot>(),
+    ipc::handlerFor<&Control::onCertUpdate>(),
+    ipc::handlerFor<&Control::onAcmeChallenge>(),
 };
 static_assert(ipc::uniqueTypes(kHandlers));
 }  // namespace
@@ -61,6 +63,47 @@ Result<void> Control::onSnapshot(ipc::Role, const ipc::MetricsSnapshotReply& msg
     }
   }
   server_.setPeerMetrics(msg.roles);
+  return okResult();
+}
+
+Result<void> Control::onCertUpdate(ipc::Role, const ipc::CertUpdate& msg) {
+  const auto& store = server_.tls();
+  if (!store) return makeError("CertUpdate to a derp-worker that serves plain HTTP");
+  if (auto r = store->setCertificate(msg.chainPem, msg.keyPem); !r) {
+    LOG_ERR("certificate serial {} ({}) refused: {}; still serving the previous one", msg.serial, msg.source,
+            r.error());
+    return okResult();
+  }
+  LOG_INFO("TLS certificate in service for new handshakes: serial {} ({}), valid until {}", msg.serial,
+           msg.source, msg.notAfter);
+  return okResult();
+}
+
+Result<void> Control::onAcmeChallenge(ipc::Role, const ipc::AcmeChallenge& msg) {
+  const auto& store = server_.tls();
+  if (!store) return makeError("AcmeChallenge to a derp-worker that serves plain HTTP");
+  if (msg.type != "http-01" && msg.type != "tls-alpn-01")
+    return makeError("AcmeChallenge of unknown type '" + msg.type + "'");
+  if (!msg.present) {
+    if (msg.type == "http-01") {
+      store->clearHttpToken(msg.token);
+    } else {
+      store->clearAlpnChallenge(msg.identifier);
+    }
+    LOG_DEBUG("ACME {} challenge for {} withdrawn", msg.type, msg.identifier);
+    return okResult();
+  }
+  ipc::AcmeChallengeReady ready{msg.token, true, ""};
+  if (msg.type == "http-01") {
+    store->setHttpToken(msg.token, msg.keyAuthorization);
+  } else if (auto r = store->setAlpnChallenge(msg.identifier, msg.certPem, msg.keyPem); !r) {
+    ready.ok = false;
+    ready.error = r.error();
+    LOG_ERR("ACME tls-alpn-01 challenge for {} refused: {}", msg.identifier, r.error());
+  }
+  if (ready.ok) LOG_INFO("ACME {} challenge for {} is being answered", msg.type, msg.identifier);
+  ipc::SendResult sr = ch_.send(ipc::Role::Supervisor, ready);
+  if (!sr.ok()) LOG_WARN("AcmeChallengeReady: {}", sr.error);
   return okResult();
 }
 

@@ -32,6 +32,11 @@ class Control {
   Result<void> onShutdown(ipc::Role from, const ipc::Shutdown& msg);
   Result<void> onLogReopen(ipc::Role from, const ipc::LogReopen& msg);
   Result<void> onSnapshot(ipc::Role from, const ipc::MetricsSnapshotReply& msg);
+  // Certificates from cert-agent (relayed by derpd). A certificate or
+  // challenge that OpenSSL refuses is logged and answered, not a peer fault:
+  // the old certificate stays in service.
+  Result<void> onCertUpdate(ipc::Role from, const ipc::CertUpdate& msg);
+  Result<void> onAcmeChallenge(ipc::Role from, const ipc::AcmeChallenge& msg);
 
  private:
   ipc::Channel& ch_;

@@ -426,8 +426,26 @@ HttpAction handleHttpRequest(const http::RequestHead& req, const HttpContext& ct
 
   // TLS mode's port-80 listener (PROTOCOL.md §7.3) hands a RequestURI that
   // starts with "/debug" to the main mux (tsweb.Port80Handler), below.
+  static constexpr std::string_view kAcmePrefix = "/.well-known/acme-challenge/";
   if (ctx.port80 && path == "/generate_204") {
     r = generate204(req);
+  } else if (ctx.port80 && ctx.acmeHttpToken && path.rfind(kAcmePrefix, 0) == 0) {
+    // autocert's HTTPHandler: host policy (403), then the token (404).
+    std::string host = req.get("Host") ? *req.get("Host") : std::string();
+    if (size_t colon = host.rfind(':'); colon != std::string::npos && host.find(']') == std::string::npos &&
+                                        host.find(':') == colon)
+      host.resize(colon);
+    for (char& c : host) c = char(std::tolower(static_cast<unsigned char>(c)));
+    std::string want = ctx.acmeHostname;
+    for (char& c : want) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (host != want) {
+      r = errorResponse(403, "acme/autocert: host \"" + host + "\" not configured in HostWhitelist\n");
+    } else if (auto keyAuth = ctx.acmeHttpToken(path.substr(kAcmePrefix.size()))) {
+      r.sniffedType = "text/plain; charset=utf-8";
+      r.body = *keyAuth;
+    } else {
+      r = errorResponse(404, "acme/autocert: certificate cache miss\n");
+    }
   } else if (ctx.port80 && req.target.rfind("/debug", 0) != 0) {
     if (req.method != "GET" && req.method != "HEAD") {
       r = errorResponse(400, "Use HTTPS\n");

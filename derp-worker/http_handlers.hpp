@@ -60,6 +60,10 @@ struct HttpContext {
   std::function<DebugInfo()> debugInfo;                   // /debug/ index values
   // /bootstrap-dns body for the ?q= value and peerIp; null: empty body.
   std::function<std::string(std::string_view q, const std::string& peerIp)> bootstrapDns;
+  // Port 80 in ACME mode: the key authorization of an HTTP-01 token (nullopt:
+  // unknown), and the host name the host policy allows. Null: no ACME.
+  std::function<std::optional<std::string>(const std::string& token)> acmeHttpToken;
+  std::string acmeHostname;
 };
 
 struct HttpAction {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -27,6 +28,7 @@
 #include "common/net/dns_client.hpp"
 #include "common/net/listener.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/tls/certs.hpp"
 #include "common/util/fd.hpp"
 #include "control.hpp"
 #include "options.hpp"
@@ -228,19 +230,28 @@ int main(int argc, char** argv) {
 
   auto hp = net::splitHostPort(opts->addr);
   if (!hp) return fail("-a: " + hp.error());
-  bool tls = hp->port == 443 || opts->certMode == "manual";
+  bool tls = hp->port == 443 || opts->certMode == "manual" || opts->tlsFromControl;
   if (tls) {
-    if (opts->certMode != "manual") {
-      return fail("-certmode letsencrypt is provided by derpd's cert-agent; derp-worker alone "
-                  "serves TLS only with -certmode manual");
+    auto store = TlsStore::create(key.publicKey());
+    if (!store) return fail("TLS: " + store.error());
+    cfg.tls = *store;
+    if (opts->tlsFromControl) {
+      cfg.acmeHttp01 = true;  // cert-agent may hand over HTTP-01 tokens
+      LOG_INFO("TLS certificates come from cert-agent");
+    } else {
+      if (opts->certMode != "manual") {
+        return fail("-certmode letsencrypt is provided by derpd's cert-agent; derp-worker alone "
+                    "serves TLS only with -certmode manual");
+      }
+      if (opts->certDir.empty()) return fail("-certdir is required with -certmode manual");
+      std::string stem = certFileStem(opts->hostname);
+      auto bundle = tls::loadBundleFiles(opts->certDir + "/" + stem + ".crt", opts->certDir + "/" + stem + ".key",
+                                         opts->hostname, int64_t(std::time(nullptr)));
+      if (!bundle) return fail(bundle.error());
+      if (auto r = (*store)->setCertificate(bundle->chainPem, bundle->keyPem); !r)
+        return fail("TLS certificate: " + r.error());
+      std::fill(bundle->keyPem.begin(), bundle->keyPem.end(), '\0');
     }
-    if (opts->certDir.empty()) return fail("-certdir is required with -certmode manual");
-    std::string stem = certFileStem(opts->hostname);
-    std::string crt = opts->certDir + "/" + stem + ".crt";
-    std::string keyFile = opts->certDir + "/" + stem + ".key";
-    auto ctx = TlsContext::loadManual(crt, keyFile, opts->hostname, key.publicKey());
-    if (!ctx) return fail(ctx.error());
-    cfg.tls = *ctx;
   }
 
   Server server(std::move(cfg));

@@ -53,6 +53,8 @@ const config::GoFlagTable<Options>& flags() {
            if (auto s = net::parseDnsServer(v); !s) return makeError(s.error());
          }
          o.bootstrapDnsServer = v; return {}; }}},
+      {"tls-from-control", {true, [](Options& o, const std::string& v) -> Result<void> {
+         auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.tlsFromControl = *b; return {}; }}},
       {"mesh-key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i || *i < 0) return makeError("bad fd"); o.meshKeyFd = *i; return {}; }}},
     };
@@ -71,6 +73,7 @@ Result<Options> parseOptions(const std::vector<std::string>& args) {
   if (o.certMode != "manual" && o.certMode != "letsencrypt") {
     return makeError("unsupported -certmode \"" + o.certMode + "\" (manual or letsencrypt)");
   }
+  if (o.tlsFromControl && o.control.empty()) return makeError("--tls-from-control needs --control");
   return o;
 }
 
@@ -85,8 +88,9 @@ It normally runs under derpd; it also runs on its own with derper's flags.
   -dev                  development mode: plain HTTP on :3340, a fresh random key
   -c FILE               derper key file {"PrivateKey":"privkey:..."}; created
                         (0600) when missing; required unless -dev
-  -certmode MODE        manual (DIR/HOST.crt + DIR/HOST.key); letsencrypt
-                        needs derpd's cert-agent and is refused here
+  -certmode MODE        manual (DIR/HOST.crt + DIR/HOST.key, read once at
+                        start); letsencrypt needs derpd's cert-agent and is
+                        refused here
   -certdir DIR          directory of the manual certificate files
   -hostname NAME        TLS host name; certificate file stem (default derp.tailscale.com)
   -http-port N          port-80 listener in TLS mode (default 80; -1 off)
@@ -122,6 +126,9 @@ Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
   --mesh-key-fd N       read the mesh key from this descriptor
   --control ipc://PATH  derpd's control socket (ZeroMQ): Hello, Ready, Reload,
                         Shutdown, log reopen, metrics for /debug/varz
+  --tls-from-control    serve TLS with the certificates and ACME challenges
+                        derpd's cert-agent sends over the control socket
+                        (handshakes fail until the first certificate arrives)
   --user NAME           when root: drop to this user after loading
   --chroot DIR          when root: chroot into this empty directory
   -h, --help            this text

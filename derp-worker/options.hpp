@@ -40,6 +40,7 @@ struct Options {
   std::string unpublishedBootstrapDnsNames;  // -unpublished-bootstrap-dns-names
   std::string bootstrapDnsServer;     // --bootstrap-dns-server (empty: /etc/resolv.conf)
   std::string control;                // --control: derpd's control endpoint (ipc://...)
+  bool tlsFromControl = false;        // --tls-from-control: TLS, certificates from cert-agent
   std::string user;                   // --user: drop to this user (when root)
   std::string chrootDir;              // --chroot: empty directory to chroot into
 };

@@ -25,7 +25,8 @@ namespace derpd::worker {
 struct ServerConfig {
   crypto::NodePrivate privateKey;
   std::string meshKey;                 // empty: no mesh peers
-  std::shared_ptr<TlsContext> tls;     // null: plain HTTP
+  std::shared_ptr<TlsStore> tls;       // null: plain HTTP
+  bool acmeHttp01 = false;             // port 80 answers ACME HTTP-01 from tls's tokens
   bool derpEnabled = true;
   bool dev = false;
   int threads = 1;
@@ -67,7 +68,12 @@ class Server {
   void setPeerMetrics(std::vector<ipc::RoleMetrics> roles);
   bool derpEnabled() const { return cfg_.derpEnabled; }
   bool dev() const { return cfg_.dev; }
-  SSL_CTX* sslCtx() const { return cfg_.tls ? cfg_.tls->get() : nullptr; }
+  SSL_CTX* sslCtx() const { return cfg_.tls ? cfg_.tls->dispatchCtx() : nullptr; }
+  // The TLS contexts and ACME challenges in force (null: plain HTTP).
+  const std::shared_ptr<TlsStore>& tls() const { return cfg_.tls; }
+  // Port 80's /.well-known/acme-challenge/<token> answer (PROTOCOL.md §7.3).
+  bool acmeHttp01() const { return cfg_.acmeHttp01 && cfg_.tls; }
+  const std::string& hostname() const { return cfg_.hostname; }
 
   Registry& registry() { return registry_; }
   ServerGauges& gauges() { return gauges_; }

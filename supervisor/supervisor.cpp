@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "common/crypto/keys.hpp"
 #include "common/ipc/dispatch.hpp"
@@ -43,6 +44,9 @@ constexpr std::array kHandlers = {
     ipc::handlerFor<&Supervisor::onReady>(),
     ipc::handlerFor<&Supervisor::onMetricsReport>(),
     ipc::handlerFor<&Supervisor::onSnapshotRequest>(),
+    ipc::handlerFor<&Supervisor::onCertUpdate>(),
+    ipc::handlerFor<&Supervisor::onAcmeChallenge>(),
+    ipc::handlerFor<&Supervisor::onAcmeChallengeReady>(),
 };
 static_assert(ipc::uniqueTypes(kHandlers));
 
@@ -96,7 +100,8 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
                                       "--threads", std::to_string(cfg_.threads),
                                       "--drain-timeout", config::formatGoDuration(cfg_.drainTimeout),
                                       "--log-level", cfg_.logLevel};
-        if (!cfg_.certDir.empty()) a.insert(a.end(), {"-certdir", cfg_.certDir});
+        // TLS certificates come from cert-agent over the control plane.
+        if (tls_) a.push_back("--tls-from-control");
         if (!cfg_.bootstrapDnsNames.empty()) a.insert(a.end(), {"-bootstrap-dns-names", cfg_.bootstrapDnsNames});
         if (!cfg_.unpublishedBootstrapDnsNames.empty())
           a.insert(a.end(), {"-unpublished-bootstrap-dns-names", cfg_.unpublishedBootstrapDnsNames});
@@ -111,6 +116,28 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
         return s;
       },
       [this] { return std::vector<int>{listenFd_, port80Fd_}; },
+      nullptr,
+  });
+  table_.push_back(RoleSpec{
+      Role::CertAgent, true,
+      [this] {
+        std::vector<std::string> a = {"-certmode", cfg_.certMode, "-certdir", cfg_.certDir,
+                                      "-hostname", cfg_.hostname, "--log-level", cfg_.logLevel,
+                                      "--acme-directory-url", cfg_.acmeDirectoryUrl,
+                                      "--acme-challenges", cfg_.acmeChallenges};
+        if (!cfg_.acmeCaFile.empty()) a.insert(a.end(), {"--acme-ca-file", cfg_.acmeCaFile});
+        if (!cfg_.acmeEmail.empty()) a.insert(a.end(), {"-acme-email", cfg_.acmeEmail});
+        if (!cfg_.acmeEabKid.empty()) a.insert(a.end(), {"-acme-eab-kid", cfg_.acmeEabKid});
+        if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.certUser});
+        return a;
+      },
+      [this] {
+        std::vector<Secret> s;
+        if (!eabKey_.empty()) s.push_back({"--acme-eab-key-fd", eabKey_});
+        return s;
+      },
+      nullptr,
+      [this] { return tls_; },
   });
   if (cfg_.stun) {
     table_.push_back(RoleSpec{
@@ -123,6 +150,7 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
         },
         nullptr,
         [this] { return udpFds_; },
+        nullptr,
     });
   }
 }
@@ -130,6 +158,8 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
 Supervisor::~Supervisor() {
   std::fill(keyBytes_.begin(), keyBytes_.end(), '\0');
   std::fill(meshKey_.begin(), meshKey_.end(), '\0');
+  std::fill(eabKey_.begin(), eabKey_.end(), '\0');
+  if (cert_) std::fill(cert_->keyPem.begin(), cert_->keyPem.end(), '\0');
   for (Child& c : children_) {
     if (c.logFd >= 0) ::close(c.logFd);
   }
@@ -183,6 +213,30 @@ Result<void> Supervisor::prepareRuntimeDir() {
   return {};
 }
 
+// certdir belongs to cert-agent: a missing one is made (0700, owned by
+// cert-user when derpd is root), as derper's autocert cache does. An existing
+// one is left as the operator made it; cert-agent says what it cannot read.
+Result<void> Supervisor::prepareCertDir() {
+  struct stat st {};
+  if (::stat(cfg_.certDir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) return makeError("-certdir " + cfg_.certDir + " is not a directory");
+    return {};
+  }
+  if (errno != ENOENT) return makeError("-certdir " + cfg_.certDir + ": " + std::strerror(errno));
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.certDir, ec);
+  if (ec) return makeError("cannot create -certdir " + cfg_.certDir + ": " + ec.message());
+  ::chmod(cfg_.certDir.c_str(), 0700);
+  if (dropPrivileges_) {
+    auto ids = proc::lookupUser(cfg_.certUser);
+    if (!ids) return makeError("-cert-user: " + ids.error());
+    if (::chown(cfg_.certDir.c_str(), ids->uid, ids->gid) != 0)
+      return makeError("chown " + cfg_.certDir + ": " + std::strerror(errno));
+  }
+  LOG_INFO("created -certdir {} for cert-agent", cfg_.certDir);
+  return {};
+}
+
 Result<void> Supervisor::prepare() {
   // Where the role binaries are: beside derpd in a build tree, else
   // <prefix>/lib/derpd beside <prefix>/sbin/derpd, else /usr/lib/derpd.
@@ -200,9 +254,14 @@ Result<void> Supervisor::prepare() {
 
   auto hp = net::splitHostPort(cfg_.addr);
   if (!hp) return makeError("-a: " + hp.error());
-  tls_ = hp->port == 443 || cfg_.certMode == "manual";
-  if (tls_ && cfg_.certMode != "manual")
-    return makeError("-certmode letsencrypt is not supported yet; use -certmode manual (or a port other than 443 for plain HTTP)");
+  tls_ = hp->port == 443 || cfg_.certMode == "manual" || cfg_.forceTls;
+  if (tls_ && cfg_.certDir.empty())
+    return makeError("-certdir is empty and no default applies ($HOME and $XDG_CACHE_HOME are unset): set "
+                     "certdir, the directory of the " +
+                     std::string(cfg_.certMode == "manual" ? "certificate files" : "ACME account and certificates"));
+  if (tls_ && ::access(binaryPath("cert-agent").c_str(), X_OK) != 0)
+    return makeError("cannot find the cert-agent binary in " + libexecDir_ + " (TLS needs it)");
+  eabKey_ = cfg_.acmeEabKey;
 
   // The server key: a fresh one in dev mode without -c, else derper's file.
   crypto::NodePrivate key;
@@ -255,7 +314,11 @@ Result<void> Supervisor::prepare() {
   if (sigFd_ < 0) return makeError(std::string("signalfd: ") + std::strerror(errno));
   signal(SIGPIPE, SIG_IGN);
 
+  if (tls_) {
+    if (auto r = prepareCertDir(); !r) return r;
+  }
   for (const RoleSpec& spec : table_) {
+    if (spec.enabled && !spec.enabled()) continue;
     Child c;
     c.spec = &spec;
     children_.push_back(std::move(c));
@@ -352,6 +415,14 @@ void Supervisor::onChildExit(Child& c, int status) {
   c.metrics.clear();
   control_->forgetPeer(c.spec->role);
   if (c.logFd >= 0) readChildLog(c);
+  if (c.spec->role == Role::CertAgent) {
+    // Its orders died with it; the next cert-agent starts them afresh.
+    for (auto& [token, ch] : challenges_) {
+      ch.present = false;
+      sendIfReady(Role::DerpWorker, ch);
+    }
+    challenges_.clear();
+  }
   if (stopping_) {
     LOG_INFO("{} {}", c.name(), describeStatus(status));
     return;
@@ -481,6 +552,11 @@ Result<void> Supervisor::onReady(Role from, const ipc::Ready&) {
   if (!c || c->pid <= 0) return makeError("Ready from a role that is not running");
   c->ready = true;
   LOG_INFO("{} is ready (pid {})", c->name(), c->pid);
+  if (from == Role::DerpWorker) {
+    // A (re)started derp-worker: the certificate and challenges in force.
+    if (cert_) sendIfReady(Role::DerpWorker, *cert_);
+    for (const auto& [token, ch] : challenges_) sendIfReady(Role::DerpWorker, ch);
+  }
   return okResult();
 }
 
@@ -509,6 +585,43 @@ Result<void> Supervisor::onSnapshotRequest(Role from, const ipc::MetricsSnapshot
   }
   ipc::SendResult r = control_->send(from, reply, requestId_);
   if (!r.ok()) LOG_WARN("metrics snapshot for {}: {}", ipc::roleName(from), r.error);
+  return okResult();
+}
+
+template <typename Msg>
+bool Supervisor::sendIfReady(Role role, const Msg& msg) {
+  Child* c = childFor(role);
+  if (!c || c->pid <= 0 || !c->ready) return false;
+  ipc::SendResult r = control_->send(role, msg);
+  if (!r.ok()) {
+    LOG_ERR("{}: cannot send {} ({}); restarting it", c->name(), ipc::msgTypeName(Msg::kType), r.error);
+    ::kill(c->pid, SIGKILL);
+    return false;
+  }
+  return true;
+}
+
+Result<void> Supervisor::onCertUpdate(Role, const ipc::CertUpdate& msg) {
+  if (cert_) std::fill(cert_->keyPem.begin(), cert_->keyPem.end(), '\0');
+  cert_ = msg;
+  LOG_INFO("certificate from cert-agent (serial {}, {}); passing it to derp-worker", msg.serial, msg.source);
+  sendIfReady(Role::DerpWorker, *cert_);
+  return okResult();
+}
+
+Result<void> Supervisor::onAcmeChallenge(Role, const ipc::AcmeChallenge& msg) {
+  if (msg.present) {
+    challenges_[msg.token] = msg;
+  } else {
+    challenges_.erase(msg.token);
+  }
+  // A derp-worker that is not ready gets the challenges in force when it is.
+  sendIfReady(Role::DerpWorker, msg);
+  return okResult();
+}
+
+Result<void> Supervisor::onAcmeChallengeReady(Role, const ipc::AcmeChallengeReady& msg) {
+  sendIfReady(Role::CertAgent, msg);
   return okResult();
 }
 

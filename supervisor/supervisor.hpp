@@ -12,7 +12,9 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +47,8 @@ struct RoleSpec {
   std::function<std::vector<Secret>()> secrets;
   // Inherited fds (listeners) the role keeps across exec.
   std::function<std::vector<int>()> fds;
+  // Whether this run needs the role (decided in prepare()); null = always.
+  std::function<bool()> enabled;
 };
 
 struct Child {
@@ -77,9 +81,15 @@ class Supervisor {
   Result<void> onReady(ipc::Role from, const ipc::Ready& msg);
   Result<void> onMetricsReport(ipc::Role from, const ipc::MetricsReport& msg);
   Result<void> onSnapshotRequest(ipc::Role from, const ipc::MetricsSnapshotRequest& msg);
+  // Certificates: relayed cert-agent -> derp-worker (kept for a restarted
+  // derp-worker) and the challenge answers back; never looked into.
+  Result<void> onCertUpdate(ipc::Role from, const ipc::CertUpdate& msg);
+  Result<void> onAcmeChallenge(ipc::Role from, const ipc::AcmeChallenge& msg);
+  Result<void> onAcmeChallengeReady(ipc::Role from, const ipc::AcmeChallengeReady& msg);
 
  private:
   Result<void> prepareRuntimeDir();
+  Result<void> prepareCertDir();
   Result<void> spawn(Child& c);
   void reap();
   void onChildExit(Child& c, int status);
@@ -90,6 +100,9 @@ class Supervisor {
   void readChildLog(Child& c);
   void sendToChildren(const std::function<ipc::SendResult(Child&)>& send, const char* what);
   Child* childFor(ipc::Role role);
+  // Sends `msg` to `role` when it is running and ready; false otherwise.
+  template <typename Msg>
+  bool sendIfReady(ipc::Role role, const Msg& msg);
   std::string binaryPath(const std::string& role) const;
 
   config::Config cfg_;
@@ -99,6 +112,9 @@ class Supervisor {
   std::string libexecDir_;
   std::string keyBytes_;   // derper key file contents, piped to derp-worker
   std::string meshKey_;    // -mesh-psk-file's key, piped to derp-worker
+  std::string eabKey_;     // -acme-eab-key, piped to cert-agent
+  std::optional<ipc::CertUpdate> cert_;             // the last certificate from cert-agent
+  std::map<std::string, ipc::AcmeChallenge> challenges_;  // in force, by token
   bool tls_ = false;
   bool dropPrivileges_ = false;
   std::string runDir_;     // the runtime dir in use (0700)

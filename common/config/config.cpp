@@ -40,6 +40,12 @@ const std::vector<KeyDef>& keyTable() {
       {"accept-connection-limit", &Settings::acceptConnectionLimit, true, true,
        "TLS accept rate limit in connections per second; beyond it a new connection is "
        "accepted and closed at once"},
+      {"acme-eab-key", &Settings::acmeEabKey, true, false,
+       "ACME External Account Binding MAC key (base64url), with -acme-eab-kid"},
+      {"acme-eab-kid", &Settings::acmeEabKid, true, false,
+       "ACME External Account Binding key id, for CAs that require one"},
+      {"acme-email", &Settings::acmeEmail, true, false,
+       "contact e-mail address of the ACME account (optional)"},
       {"bootstrap-dns-names", &Settings::bootstrapDnsNames, true, false,
        "comma-separated host names whose addresses /bootstrap-dns publishes"},
       {"c", &Settings::keyFile, true, false,
@@ -48,7 +54,9 @@ const std::vector<KeyDef>& keyTable() {
       {"certdir", &Settings::certDir, true, false,
        "directory of the ACME cache (letsencrypt) or of HOSTNAME.crt/HOSTNAME.key (manual)"},
       {"certmode", &Settings::certMode, true, false,
-       "how to get the TLS certificate: letsencrypt (not yet supported) or manual"},
+       "how to get the TLS certificate: letsencrypt (ACME, renewed by derpd's cert-agent) or "
+       "manual (HOSTNAME.crt/.key in -certdir, reloaded on change; an IP hostname without "
+       "files gets a self-signed certificate)"},
       {"derp", &Settings::derp, true, false,
        "serve DERP on /derp; false answers 404 there and still serves the other endpoints"},
       {"dev", &Settings::dev, true, false,
@@ -80,6 +88,14 @@ const std::vector<KeyDef>& keyTable() {
        "admit only clients that the local tailscaled knows (its LocalAPI socket)"},
       {"version", &Settings::version, true, false, "print the version and exit"},
 
+      {"acme-ca-file", &Settings::acmeCaFile, false, false,
+       "PEM file of the CA certificates that verify the ACME server's HTTPS certificate; "
+       "empty: the system's"},
+      {"acme-challenges", &Settings::acmeChallenges, false, false,
+       "ACME challenge types to use, in order of preference (tls-alpn-01 on the TLS port, "
+       "http-01 on -http-port)"},
+      {"acme-directory-url", &Settings::acmeDirectoryUrl, false, false,
+       "ACME directory URL of the certificate authority (letsencrypt mode)"},
       {"cert-user", &Settings::certUser, false, false,
        "system user the certificate agent runs as when derpd starts as root"},
       {"bootstrap-dns-server", &Settings::bootstrapDnsServer, false, false,
@@ -90,6 +106,9 @@ const std::vector<KeyDef>& keyTable() {
        "default file is ignored"},
       {"drain-timeout", &Settings::drainTimeout, false, false,
        "on SIGTERM/SIGINT, how long connected clients get to leave before derpd exits"},
+      {"force-tls", &Settings::forceTls, false, false,
+       "serve TLS even when the port of -a is not 443 (derper serves TLS only on 443 or with "
+       "-certmode manual); the certificate comes from -certmode"},
       {"log-file", &Settings::logFile, false, false, "log to this file (empty: stderr)"},
       {"log-level", &Settings::logLevel, false, false, "trace, debug, info, warn or error"},
       {"runtime-dir", &Settings::runtimeDir, false, false,
@@ -899,6 +918,31 @@ Result<void> validate(const Config& cfg) {
   if (cfg.drainTimeout.count() < 0) return makeError("-drain-timeout must not be negative");
   if (cfg.user.empty()) return makeError("-user must not be empty");
   if (cfg.certUser.empty()) return makeError("-cert-user must not be empty");
+  {
+    const std::string& u = cfg.acmeDirectoryUrl;
+    const bool http = u.size() > 7 && equalFold(u.substr(0, 7), "http://") && u[7] != '/';
+    const bool https = u.size() > 8 && equalFold(u.substr(0, 8), "https://") && u[8] != '/';
+    if (!http && !https)
+      return makeError("-acme-directory-url " + quoteGo(u) + " must be an https:// (or http://) URL with a host");
+  }
+  {
+    std::string_view rest = cfg.acmeChallenges;
+    int n = 0;
+    while (!rest.empty() || n == 0) {
+      size_t comma = rest.find(',');
+      std::string_view item = rest.substr(0, comma);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      if (item != "tls-alpn-01" && item != "http-01")
+        return makeError("-acme-challenges " + quoteGo(cfg.acmeChallenges) +
+                         ": want a comma-separated list of tls-alpn-01 and http-01");
+      ++n;
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+  }
+  if (cfg.acmeEabKid.empty() != cfg.acmeEabKey.empty())
+    return makeError("-acme-eab-kid and -acme-eab-key go together: set both or neither");
   if (cfg.runtimeDir.empty() || cfg.runtimeDir[0] != '/') {
     return makeError("-runtime-dir " + quoteGo(cfg.runtimeDir) + " must be an absolute path");
   }

@@ -47,8 +47,15 @@ struct Settings {
   Duration tcpKeepaliveTime = std::chrono::minutes(10);  // -tcp-keepalive-time
   Duration tcpUserTimeout = std::chrono::seconds(15);    // -tcp-user-timeout
   bool version = false;                             // -version
+  std::string acmeEmail;                            // -acme-email (derper HEAD)
+  std::string acmeEabKid;                           // -acme-eab-kid (derper HEAD)
+  std::string acmeEabKey;                           // -acme-eab-key (derper HEAD)
 
   // --- derpd's own keys ---
+  std::string acmeDirectoryUrl = "https://acme-v02.api.letsencrypt.org/directory";  // --acme-directory-url
+  std::string acmeCaFile;                           // --acme-ca-file (empty = system store)
+  std::string acmeChallenges = "tls-alpn-01,http-01";  // --acme-challenges, in preference order
+  bool forceTls = false;                            // --force-tls: TLS whatever -a's port
   std::string bootstrapDnsServer;                   // --bootstrap-dns-server (empty = resolv.conf)
   std::string configFile = "/etc/derpd/derpd.conf";  // --config
   std::string user = "_derpd";                      // --user

@@ -40,6 +40,13 @@ enum class MsgType : uint16_t {
   // derp-worker <-> supervisor (/debug/varz aggregation)
   MetricsSnapshotRequest = 0x0300,  // derp-worker -> supervisor
   MetricsSnapshotReply = 0x0301,    // supervisor -> derp-worker
+
+  // certificates: cert-agent -> supervisor -> derp-worker, and the answer back.
+  // The supervisor keeps the last CertUpdate and the challenges in force, and
+  // hands them to a (re)started derp-worker when it says Ready.
+  CertUpdate = 0x0400,         // a validated chain + key to serve
+  AcmeChallenge = 0x0401,      // answer (or stop answering) an ACME challenge
+  AcmeChallengeReady = 0x0402, // derp-worker -> supervisor -> cert-agent
 };
 
 // PascalCase name ("MetricsReport"), or "unknown" for a value not in MsgType.
@@ -53,6 +60,9 @@ constexpr std::string_view msgTypeName(MsgType t) {
     case MsgType::MetricsReport: return "MetricsReport";
     case MsgType::MetricsSnapshotRequest: return "MetricsSnapshotRequest";
     case MsgType::MetricsSnapshotReply: return "MetricsSnapshotReply";
+    case MsgType::CertUpdate: return "CertUpdate";
+    case MsgType::AcmeChallenge: return "AcmeChallenge";
+    case MsgType::AcmeChallengeReady: return "AcmeChallengeReady";
   }
   return "unknown";
 }
@@ -235,8 +245,58 @@ struct MetricsSnapshotReply {
   bool operator==(const MetricsSnapshotReply&) const = default;
 };
 
+// ---- certificates: cert-agent -> supervisor -> derp-worker ----
+
+// The certificate derp-worker serves to new TLS handshakes from now on.
+// cert-agent validated it (name, key, dates); derp-worker checks the key
+// against the chain again when it builds its TLS context and keeps the old
+// one when that fails. The supervisor does not look inside.
+struct CertUpdate {
+  static constexpr MsgType kType = MsgType::CertUpdate;
+  std::string chainPem;  // leaf first, then the issuer chain
+  std::string keyPem;    // the leaf's private key (PKCS#8 PEM)
+  std::string serial;    // the leaf's serial, hex, for logs
+  int64_t notAfter = 0;  // unix seconds, for logs and metrics
+  std::string source;    // "manual <file>", "self-signed", "acme", for logs
+  MSGPACK_DEFINE_MAP(MSGPACK_NVP("chain_pem", chainPem), MSGPACK_NVP("key_pem", keyPem), serial,
+                     MSGPACK_NVP("not_after", notAfter), source);
+  bool operator==(const CertUpdate&) const = default;
+};
+
+// Start (present = true) or stop answering one ACME challenge.
+//   http-01: port 80 answers GET /.well-known/acme-challenge/<token> with
+//            keyAuthorization.
+//   tls-alpn-01: a TLS handshake offering ALPN "acme-tls/1" with SNI
+//            `identifier` gets certPem/keyPem (RFC 8737) and nothing else.
+struct AcmeChallenge {
+  static constexpr MsgType kType = MsgType::AcmeChallenge;
+  bool present = true;
+  std::string type;        // "http-01" or "tls-alpn-01"
+  std::string identifier;  // the name being validated
+  std::string token;
+  std::string keyAuthorization;  // http-01
+  std::string certPem;           // tls-alpn-01
+  std::string keyPem;            // tls-alpn-01
+  MSGPACK_DEFINE_MAP(present, type, identifier, token, MSGPACK_NVP("key_authorization", keyAuthorization),
+                     MSGPACK_NVP("cert_pem", certPem), MSGPACK_NVP("key_pem", keyPem));
+  bool operator==(const AcmeChallenge&) const = default;
+};
+
+// derp-worker's answer to AcmeChallenge{present = true}: it now answers the
+// challenge (ok), or could not (error). cert-agent tells the CA to validate
+// only after ok.
+struct AcmeChallengeReady {
+  static constexpr MsgType kType = MsgType::AcmeChallengeReady;
+  std::string token;
+  bool ok = false;
+  std::string error;
+  MSGPACK_DEFINE_MAP(token, ok, error);
+  bool operator==(const AcmeChallengeReady&) const = default;
+};
+
 // Every payload type, for tests, the fuzzer and docs/IPC.md.
 using AllMessages = std::tuple<Hello, Reload, Shutdown, LogReopen, Ready, MetricsReport,
-                               MetricsSnapshotRequest, MetricsSnapshotReply>;
+                               MetricsSnapshotRequest, MetricsSnapshotReply, CertUpdate,
+                               AcmeChallenge, AcmeChallengeReady>;
 
 }  // namespace derpd::ipc

@@ -35,12 +35,14 @@ inline constexpr size_t kSmall = 4096;      // a few short strings (Reload)
 inline constexpr size_t kHello = 512;       // role + build id + version
 inline constexpr size_t kReport = 256 * 1024;
 inline constexpr size_t kSnapshot = kMaxBodyBytes;
+inline constexpr size_t kCert = 512 * 1024;      // a chain (<= 256 KiB PEM) + key
+inline constexpr size_t kChallenge = 64 * 1024;  // a token + a challenge cert and key
 }  // namespace policy_detail
 
 // One row per (type, sender, receiver). Keep grouped as in messages.hpp.
 inline constexpr auto kPolicy = [] {
   using namespace policy_detail;
-  return std::array<PolicyRule, 37>{{
+  return std::array<PolicyRule, 43>{{
       // any -> any: Hello on every supervisor <-> child connection.
       {T::Hello, R::Supervisor, R::DerpWorker, kHello},
       {T::Hello, R::Supervisor, R::StunWorker, kHello},
@@ -85,6 +87,14 @@ inline constexpr auto kPolicy = [] {
       // derp-worker <-> supervisor
       {T::MetricsSnapshotRequest, R::DerpWorker, R::Supervisor, kTiny},
       {T::MetricsSnapshotReply, R::Supervisor, R::DerpWorker, kSnapshot},
+
+      // certificates: cert-agent -> supervisor -> derp-worker and back
+      {T::CertUpdate, R::CertAgent, R::Supervisor, kCert},
+      {T::CertUpdate, R::Supervisor, R::DerpWorker, kCert},
+      {T::AcmeChallenge, R::CertAgent, R::Supervisor, kChallenge},
+      {T::AcmeChallenge, R::Supervisor, R::DerpWorker, kChallenge},
+      {T::AcmeChallengeReady, R::DerpWorker, R::Supervisor, kSmall},
+      {T::AcmeChallengeReady, R::Supervisor, R::CertAgent, kSmall},
   }};
 }();
 

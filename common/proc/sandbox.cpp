@@ -15,20 +15,26 @@ namespace derpd::proc {
 
 static std::string errnoText(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
+Result<UserIds> lookupUser(const std::string& user) {
+  if (user.empty()) return makeError("no unprivileged user configured");
+  errno = 0;
+  passwd* pw = ::getpwnam(user.c_str());
+  if (!pw) return makeError("unknown user \"" + user + "\"");
+  if (pw->pw_uid == 0) return makeError("user \"" + user + "\" is root");
+  return UserIds{pw->pw_uid, pw->pw_gid};
+}
+
 Result<std::string> enterSandbox(const SandboxSpec& spec) {
   if (::geteuid() != 0) {
     LOG_WARN("running as uid {} (not root): privilege drop and chroot skipped", ::geteuid());
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return makeError(errnoText("PR_SET_NO_NEW_PRIVS"));
     return std::string("not root: no drop");
   }
-  if (spec.user.empty()) return makeError("no unprivileged user configured");
   // Look the user up before chroot: /etc is not there afterwards.
-  errno = 0;
-  passwd* pw = ::getpwnam(spec.user.c_str());
-  if (!pw) return makeError("unknown user \"" + spec.user + "\"");
-  uid_t uid = pw->pw_uid;
-  gid_t gid = pw->pw_gid;
-  if (uid == 0) return makeError("user \"" + spec.user + "\" is root");
+  auto ids = lookupUser(spec.user);
+  if (!ids) return std::move(ids).takeError();
+  uid_t uid = ids->uid;
+  gid_t gid = ids->gid;
   if (!spec.chrootDir.empty()) {
     if (::chroot(spec.chrootDir.c_str()) != 0) return makeError(errnoText(("chroot " + spec.chrootDir).c_str()));
     if (::chdir("/") != 0) return makeError(errnoText("chdir /"));

@@ -4,6 +4,8 @@
 // event loop. Run as non-root, the drop is skipped with one warning line.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include "common/util/result.hpp"
@@ -14,6 +16,14 @@ struct SandboxSpec {
   std::string user;        // system user to become (required when root)
   std::string chrootDir;   // empty: no chroot
 };
+
+struct UserIds {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// The uid and primary gid of a system user (getpwnam); root is refused.
+Result<UserIds> lookupUser(const std::string& user);
 
 // Result: what was done, e.g. "uid 65534 gid 65534, chroot /run/derpd/empty".
 Result<std::string> enterSandbox(const SandboxSpec& spec);

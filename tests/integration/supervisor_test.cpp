@@ -268,14 +268,20 @@ TEST_F(SupervisorTest, PortInUseIsAClearError) {
 }
 
 TEST_F(SupervisorTest, WorkerThatCannotStartMakesDerpdGiveUp) {
-  // Manual TLS with no certificate files: derp-worker fails at every start.
+  // Manual TLS with no certificate files: cert-agent fails at every start
+  // (derp-worker is up meanwhile, waiting for a certificate).
   std::vector<std::string> args = derpdArgs();
   args.insert(args.end(), {"-certmode", "manual", "-certdir", tmp().file("no-certs"), "-hostname", "localhost",
                            "-http-port", "-1"});
-  int code = 0;
-  std::string out = runFailing(args, &code);
-  EXPECT_EQ(code, 1);
-  EXPECT_NE(out.find("derp-worker cannot start"), std::string::npos) << out;
+  WorkerProcess* w = startDerpd(args);
+  ASSERT_NE(w, nullptr);
+  w->expectExit();
+  allowErrorLine("cert-agent");
+  ASSERT_TRUE(waitFor([&] { return !w->running(); }, Millis(30000)));
+  EXPECT_EQ(w->exitStatus().value_or(0), 1);
+  const std::string out = w->logText();
+  EXPECT_NE(out.find("cert-agent cannot start"), std::string::npos) << out;
+  EXPECT_NE(out.find(tmp().file("no-certs") + "/localhost.crt"), std::string::npos) << out;
 }
 
 TEST_F(SupervisorTest, HelpAndVersion) {

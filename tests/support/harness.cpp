@@ -1541,7 +1541,7 @@ std::vector<std::string> WorkerTest::derpdArgs() {
   writeFile(conf, "# empty: defaults and flags only\n");
   std::vector<std::string> a = {"--config", conf, "--runtime-dir", tmp().file("run"), "-a", "127.0.0.1:0",
                                 "-dev", "--threads", "2", "--log-level", "debug", "-stun-port", "0"};
-  if (::geteuid() == 0) a.insert(a.end(), {"--user", "nobody"});
+  if (::geteuid() == 0) a.insert(a.end(), {"--user", "nobody", "--cert-user", "nobody"});
   return a;
 }
 

@@ -121,13 +121,15 @@ TEST(ConfigDefaults, MeshPskFileSearch) {
 TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
   const auto& names = keyNames();
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 32u);
+  EXPECT_EQ(names.size(), 39u);
   for (const char* k : {"a", "http-port", "stun-port", "stun", "derp", "dev", "c", "certmode",
                         "certdir", "hostname", "mesh-psk-file", "mesh-with", "bootstrap-dns-names",
                         "unpublished-bootstrap-dns-names", "verify-clients", "verify-client-url",
                         "verify-client-url-fail-open", "accept-connection-limit",
                         "accept-connection-burst", "tcp-keepalive-time", "tcp-user-timeout",
                         "version", "config", "user", "cert-user", "runtime-dir", "state-dir",
+                        "acme-directory-url", "acme-ca-file", "acme-challenges", "acme-email",
+                        "acme-eab-kid", "acme-eab-key", "force-tls",
                         "log-file", "log-level", "threads", "drain-timeout"}) {
     EXPECT_TRUE(std::find(names.begin(), names.end(), k) != names.end()) << k;
   }
@@ -539,14 +541,14 @@ TEST(ConfigRender, Usage) {
     EXPECT_NE(u.substr(start, end - start).find("(not yet supported)"), std::string::npos) << k;
   }
   for (const char* k : {"stun", "stun-port", "bootstrap-dns-server", "bootstrap-dns-names",
-                        "unpublished-bootstrap-dns-names"}) {
+                        "unpublished-bootstrap-dns-names", "certmode", "acme-directory-url"}) {
     auto at = u.find("\n  -" + std::string(k) + " ");
     if (at == std::string::npos) at = u.find("\n  -" + std::string(k) + "\n");
     ASSERT_NE(at, std::string::npos) << k;
     const auto end = u.find("\n  -", at + 1);
     EXPECT_EQ(u.substr(at, end - at).find("(not yet supported)"), std::string::npos) << k;
   }
-  EXPECT_NE(u.find("letsencrypt (not yet supported)"), std::string::npos);
+  EXPECT_EQ(u.find("letsencrypt (not yet supported)"), std::string::npos);
 }
 
 // --- golden: tests/golden/config/<name>.conf -> render -> <name>.ok ---

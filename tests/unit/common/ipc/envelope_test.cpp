@@ -26,6 +26,14 @@ MetricsReport sample(MetricsReport*) {
                         metric("derpd_stun_requests", 3.5, MetricType::Gauge, "family=\"ipv6\"")}};
 }
 MetricsSnapshotRequest sample(MetricsSnapshotRequest*) { return MetricsSnapshotRequest{}; }
+CertUpdate sample(CertUpdate*) {
+  return CertUpdate{"-----BEGIN CERTIFICATE-----\n...", "-----BEGIN PRIVATE KEY-----\n...", "1D3A5", 1795000000,
+                    "manual /etc/derpd/certs/derp.example.com.crt"};
+}
+AcmeChallenge sample(AcmeChallenge*) {
+  return AcmeChallenge{true, "tls-alpn-01", "derp.example.com", "tok-en_1", "", "CERT", "KEY"};
+}
+AcmeChallengeReady sample(AcmeChallengeReady*) { return AcmeChallengeReady{"tok-en_1", false, "bad key"}; }
 MetricsSnapshotReply sample(MetricsSnapshotReply*) {
   return MetricsSnapshotReply{{RoleMetrics{Role::Supervisor,
                                            {metric("derpd_role_up", 1, MetricType::Gauge,

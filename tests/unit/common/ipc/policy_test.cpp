@@ -54,7 +54,8 @@ TEST(IpcPolicy, SizeLimits) {
   EXPECT_LE(encodeBody(Hello{Role::MeshHelper, std::string(200, 'b'), kIpcVersion}).size(),
             findPolicy(MsgType::Hello, Role::MeshHelper, Role::Supervisor)->maxBodyBytes);
   EXPECT_EQ(maxBodyFor(Role::DerpWorker), kMaxBodyBytes);
-  EXPECT_EQ(maxBodyFor(Role::Supervisor), 256u * 1024u);
+  EXPECT_EQ(maxBodyFor(Role::Supervisor), 512u * 1024u);  // CertUpdate from cert-agent
+  EXPECT_EQ(maxBodyFor(Role::CertAgent), 4096u);          // Reload, AcmeChallengeReady
   EXPECT_EQ(maxBodyFor(Role::StunWorker), 4096u);  // Reload
 }
 
