@@ -125,6 +125,18 @@ std::string excerpt(std::string_view body) {
   return out;
 }
 
+// POCO's exception texts may quote what the server sent: keep log lines
+// single and bounded.
+std::string printable(std::string s) {
+  constexpr size_t kMax = 300;
+  if (s.size() > kMax) s.replace(kMax, std::string::npos, "...");
+  for (char& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = ' ';
+  }
+  return s;
+}
+
 std::string joinNames(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) {
@@ -426,16 +438,18 @@ struct AcmeClient::Impl {
       return r;
     } catch (const Poco::Net::SSLException& e) {
       std::string why = verifyErrors ? verifyErrors->take() : std::string();
-      return makeError(step + ": " + method + " " + url + ": " + e.displayText() +
-                       (why.empty() ? std::string() : ": " + why));
+      return makeError(step + ": " + method + " " + url + ": " + printable(e.displayText()) +
+                       (why.empty() ? std::string() : ": " + printable(why)));
     } catch (const Poco::Net::MessageException& e) {
-      return makeError(step + ": " + method + " " + url + ": not a valid HTTP response: " + e.displayText());
+      return makeError(step + ": " + method + " " + url + ": not a valid HTTP response: " +
+                       printable(e.displayText()));
     } catch (const Poco::SyntaxException& e) {
-      return makeError(step + ": " + method + " " + url + ": not a valid HTTP response: " + e.displayText());
+      return makeError(step + ": " + method + " " + url + ": not a valid HTTP response: " +
+                       printable(e.displayText()));
     } catch (const Poco::Exception& e) {
-      return makeError(step + ": " + method + " " + url + ": " + e.displayText());
+      return makeError(step + ": " + method + " " + url + ": " + printable(e.displayText()));
     } catch (const std::exception& e) {
-      return makeError(step + ": " + method + " " + url + ": " + e.what());
+      return makeError(step + ": " + method + " " + url + ": " + printable(e.what()));
     }
   }
 

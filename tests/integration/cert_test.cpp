@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -176,6 +177,12 @@ TEST_F(CertTest, FileChangeRotatesCertificateWithoutSignal) {
   ASSERT_TRUE(waitInService(*w, "D002"));
   EXPECT_EQ(servedSerial(w->port()), 0xD002);
   EXPECT_TRUE(exchange(*alice, *bob, asBytes(std::string_view("still here"))));
+  w->setTlsClientInfo("localhost", setD + "/ca.crt");
+  // cert-agent's counters reach /debug/varz: two certificates put in service,
+  // and the expiry of the one in service (makeTestCerts: 30 days).
+  EXPECT_TRUE(waitForMetric(*w, "derpd_cert_loads{result=\"ok\"}", [](double v) { return v == 2; }));
+  const double soon = double(std::time(nullptr)) + 29 * 86400.0;
+  EXPECT_TRUE(waitForMetric(*w, "derpd_cert_not_after_seconds", [&](double v) { return v > soon; }));
   allowErrorLine("new certificate refused");  // if the two writes straddled the settle time
 }
 

@@ -33,6 +33,17 @@ struct BadDoc {
 
 [[noreturn]] void bad(std::string msg) { throw BadDoc{std::move(msg)}; }
 
+// Parser messages may quote input bytes: no control characters, bounded.
+std::string printable(std::string s) {
+  constexpr size_t kMax = 200;
+  if (s.size() > kMax) s.replace(kMax, std::string::npos, "...");
+  for (char& c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) c = ' ';
+  }
+  return s;
+}
+
 // Object/array nesting depth, outside strings. Stops counting once the limit
 // is crossed; malformed text is left for the parser to reject.
 bool depthWithin(std::string_view s, int limit) {
@@ -77,7 +88,7 @@ Object::Ptr parseObject(std::string_view json, const char* what) {
   try {
     v = parser.parse(std::string(json));
   } catch (const Poco::Exception& e) {
-    bad(std::string(what) + ": not JSON: " + e.displayText());
+    bad(std::string(what) + ": not JSON: " + printable(e.displayText()));
   }
   if (v.type() != typeid(Object::Ptr)) bad(std::string(what) + ": not a JSON object");
   Object::Ptr obj = v.extract<Object::Ptr>();
@@ -227,9 +238,9 @@ Result<T> guarded(F&& body) {
   } catch (const BadDoc& e) {
     return makeError(e.message);
   } catch (const Poco::Exception& e) {
-    return makeError("acme json: " + e.displayText());
+    return makeError("acme json: " + printable(e.displayText()));
   } catch (const std::exception& e) {
-    return makeError(std::string("acme json: ") + e.what());
+    return makeError("acme json: " + printable(e.what()));
   } catch (...) {
     return makeError("acme json: unexpected exception");
   }
