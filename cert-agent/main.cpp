@@ -35,13 +35,7 @@ int fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   // Before any thread (libzmq's, the ACME one) starts.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = ipc::blockChildSignals();
 
   std::vector<std::string> args(argv + 1, argv + argc);
   auto opts = parseOptions(args);

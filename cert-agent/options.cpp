@@ -1,5 +1,6 @@
 #include "options.hpp"
 
+#include "common/config/config.hpp"
 #include "common/config/go_flags.hpp"
 
 namespace derpd::certagent {
@@ -18,19 +19,9 @@ const config::GoFlagTable<Options>& flags() {
          o.acmeDirectoryUrl = v; return {}; }}},
       {"acme-ca-file", {false, [](Options& o, const std::string& v) -> Result<void> { o.acmeCaFile = v; return {}; }}},
       {"acme-challenges", {false, [](Options& o, const std::string& v) -> Result<void> {
-         o.acmeChallenges.clear();
-         size_t start = 0;
-         for (;;) {
-           size_t comma = v.find(',', start);
-           std::string item = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-           while (!item.empty() && item.front() == ' ') item.erase(0, 1);
-           while (!item.empty() && item.back() == ' ') item.pop_back();
-           if (item != "tls-alpn-01" && item != "http-01")
-             return makeError("want a comma-separated list of tls-alpn-01 and http-01");
-           o.acmeChallenges.push_back(item);
-           if (comma == std::string::npos) break;
-           start = comma + 1;
-         }
+         auto c = config::parseAcmeChallenges(v);
+         if (!c) return makeError(c.error());
+         o.acmeChallenges = std::move(*c);
          return {}; }}},
       {"acme-email", {false, [](Options& o, const std::string& v) -> Result<void> { o.acmeEmail = v; return {}; }}},
       {"acme-eab-kid", {false, [](Options& o, const std::string& v) -> Result<void> { o.acmeEabKid = v; return {}; }}},

@@ -143,13 +143,7 @@ int main(int argc, char** argv) {
 
   // Signals are taken synchronously (sigwait or a signalfd); block them
   // before any thread starts, libzmq's included.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = ipc::blockChildSignals();
 
   // The control plane first: the handshake needs the socket path, which the
   // chroot below hides.

@@ -60,13 +60,7 @@ void onSignals(int sfd, Server& server) {
 
 int main(int argc, char** argv) {
   // Before anything else, so no signal is ever delivered asynchronously.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = ipc::blockChildSignals();
 
   std::vector<std::string> args(argv + 1, argv + argc);
   auto opts = parseOptions(args);

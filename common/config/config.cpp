@@ -925,22 +925,8 @@ Result<void> validate(const Config& cfg) {
     if (!http && !https)
       return makeError("-acme-directory-url " + quoteGo(u) + " must be an https:// (or http://) URL with a host");
   }
-  {
-    std::string_view rest = cfg.acmeChallenges;
-    int n = 0;
-    while (!rest.empty() || n == 0) {
-      size_t comma = rest.find(',');
-      std::string_view item = rest.substr(0, comma);
-      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-      if (item != "tls-alpn-01" && item != "http-01")
-        return makeError("-acme-challenges " + quoteGo(cfg.acmeChallenges) +
-                         ": want a comma-separated list of tls-alpn-01 and http-01");
-      ++n;
-      if (comma == std::string_view::npos) break;
-      rest = rest.substr(comma + 1);
-    }
-  }
+  if (auto c = parseAcmeChallenges(cfg.acmeChallenges); !c)
+    return makeError("-acme-challenges " + quoteGo(cfg.acmeChallenges) + ": " + c.error());
   if (cfg.acmeEabKid.empty() != cfg.acmeEabKey.empty())
     return makeError("-acme-eab-kid and -acme-eab-key go together: set both or neither");
   if (cfg.runtimeDir.empty() || cfg.runtimeDir[0] != '/') {
@@ -951,6 +937,21 @@ Result<void> validate(const Config& cfg) {
   }
   if (cfg.configFile.empty()) return makeError("-config must not be empty");
   return {};
+}
+
+Result<std::vector<std::string>> parseAcmeChallenges(std::string_view s) {
+  std::vector<std::string> out;
+  for (;;) {
+    const size_t comma = s.find(',');
+    std::string_view item = s.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item != "tls-alpn-01" && item != "http-01")
+      return makeError("want a comma-separated list of tls-alpn-01 and http-01");
+    out.emplace_back(item);
+    if (comma == std::string_view::npos) return out;
+    s.remove_prefix(comma + 1);
+  }
 }
 
 Result<Config> parseConfigText(std::string_view text, const std::string& fileName, const Env& env) {

@@ -129,6 +129,10 @@ std::string renderValue(const Config& cfg, std::string_view key);
 std::string usage(const Env& env);
 std::string usage();
 
+// -acme-challenges: a comma-separated list of tls-alpn-01 and http-01
+// (spaces around items allowed), in order of preference.
+Result<std::vector<std::string>> parseAcmeChallenges(std::string_view s);
+
 // Go syntax helpers, exposed for tests.
 Result<Duration> parseGoDuration(std::string_view s);  // time.ParseDuration
 std::string formatGoDuration(Duration d);              // time.Duration.String

@@ -58,6 +58,17 @@ Result<void> pollChild(Channel& ch, const Handler& handler) {
   }
 }
 
+sigset_t blockChildSignals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return sigs;
+}
+
 Result<void> armParentDeathSignal(pid_t parent) {
   if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
     return makeError(std::string("prctl(PR_SET_PDEATHSIG): ") + std::strerror(errno));

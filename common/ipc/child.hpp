@@ -15,6 +15,7 @@
 // Included by every child role, before and after its privilege drop.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -39,6 +40,11 @@ Result<std::unique_ptr<Channel>> connectToSupervisor(zmq::context_t& ctx, Role s
 // only when nothing is left), dispatching to `handler`. A peer fault is
 // returned as an error with PeerFault::describe(): log it and exit 1.
 Result<void> pollChild(Channel& ch, const Handler& handler);
+
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and every thread
+// it starts afterwards, libzmq's included) and ignores SIGPIPE. Call first in
+// main; the returned set is for sigwait() or signalfd().
+sigset_t blockChildSignals();
 
 // PR_SET_PDEATHSIG(SIGTERM), then checks the parent is still `parent` (the
 // pid seen at start): an error when it already died, so the caller exits.

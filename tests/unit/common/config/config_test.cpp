@@ -584,3 +584,21 @@ TEST(ConfigGolden, RenderMatchesAndRoundTrips) {
 
 }  // namespace
 }  // namespace derpd::config
+
+namespace derpd::config {
+namespace {
+
+TEST(ConfigValidate, AcmeChallengeList) {
+  auto c = parseAcmeChallenges(" http-01 ,tls-alpn-01");
+  ASSERT_TRUE(c.ok()) << c.error();
+  EXPECT_EQ(*c, (std::vector<std::string>{"http-01", "tls-alpn-01"}));
+  for (const char* bad : {"", "dns-01", "http-01,", "http-01,,tls-alpn-01"}) {
+    EXPECT_FALSE(parseAcmeChallenges(bad).ok()) << bad;
+    auto cfg = parseConfigText(std::string("acme-challenges = \"") + bad + "\"\n", "derpd.conf");
+    ASSERT_FALSE(cfg.ok()) << bad;
+    EXPECT_NE(cfg.error().find("-acme-challenges"), std::string::npos) << cfg.error();
+  }
+}
+
+}  // namespace
+}  // namespace derpd::config
