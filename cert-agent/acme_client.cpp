@@ -46,6 +46,7 @@
 #include <ostream>
 #include <thread>
 
+#include "common/util/text.hpp"
 #include "common/crypto/jws.hpp"
 #include "common/log/log.hpp"
 #include "common/proto/acme/acme_json.hpp"
@@ -125,17 +126,6 @@ std::string excerpt(std::string_view body) {
   return out;
 }
 
-// POCO's exception texts may quote what the server sent: keep log lines
-// single and bounded.
-std::string printable(std::string s) {
-  constexpr size_t kMax = 300;
-  if (s.size() > kMax) s.replace(kMax, std::string::npos, "...");
-  for (char& c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = ' ';
-  }
-  return s;
-}
 
 std::string joinNames(const std::vector<std::string>& v) {
   std::string out;
@@ -438,18 +428,18 @@ struct AcmeClient::Impl {
       return r;
     } catch (const Poco::Net::SSLException& e) {
       std::string why = verifyErrors ? verifyErrors->take() : std::string();
-      return makeError(step + ": " + method + " " + url + ": " + printable(e.displayText()) +
-                       (why.empty() ? std::string() : ": " + printable(why)));
+      return makeError(step + ": " + method + " " + url + ": " + printableLine(e.displayText()) +
+                       (why.empty() ? std::string() : ": " + printableLine(why)));
     } catch (const Poco::Net::MessageException& e) {
       return makeError(step + ": " + method + " " + url + ": not a valid HTTP response: " +
-                       printable(e.displayText()));
+                       printableLine(e.displayText()));
     } catch (const Poco::SyntaxException& e) {
       return makeError(step + ": " + method + " " + url + ": not a valid HTTP response: " +
-                       printable(e.displayText()));
+                       printableLine(e.displayText()));
     } catch (const Poco::Exception& e) {
-      return makeError(step + ": " + method + " " + url + ": " + printable(e.displayText()));
+      return makeError(step + ": " + method + " " + url + ": " + printableLine(e.displayText()));
     } catch (const std::exception& e) {
-      return makeError(step + ": " + method + " " + url + ": " + printable(e.what()));
+      return makeError(step + ": " + method + " " + url + ": " + printableLine(e.what()));
     }
   }
 

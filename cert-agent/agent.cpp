@@ -356,13 +356,9 @@ void Agent::report() {
 }
 
 void Agent::pollControl() {
-  auto r = ipc::pollChild(
-      ch_, [this](ipc::Role from, const ipc::Envelope& env) { return ipc::dispatch(*this, kHandlers, from, env); });
-  if (!r) {
-    // Only derpd can write to this socket: a fault is its bug or a forgery.
-    LOG_ERR("control: {}; exiting so that derpd restarts cert-agent", r.error());
-    ::_exit(1);
-  }
+  ipc::pollChildOrExit(
+      ch_, [this](ipc::Role from, const ipc::Envelope& env) { return ipc::dispatch(*this, kHandlers, from, env); },
+      "cert-agent");
 }
 
 int Agent::run(int sigFd) {
@@ -382,13 +378,8 @@ int Agent::run(int sigFd) {
       settleUntil = {};
       reloadManual("certificate files changed");
     }
-    signalfd_siginfo si;
-    while (::read(sigFd, &si, sizeof si) == ssize_t(sizeof si)) {
-      if (si.ssi_signo == SIGHUP) {
-        LOG_INFO("SIGHUP: reloads come from derpd over the control socket; ignored");
-        continue;
-      }
-      LOG_INFO("signal {}: stopping", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (const char* sig = ipc::readStopSignal(sigFd)) {
+      LOG_INFO("signal {}: stopping", sig);
       stop_ = true;
     }
     if (stop_) break;

@@ -14,6 +14,7 @@
 
 #include "common/crypto/box.hpp"
 #include "common/log/log.hpp"
+#include "admission.hpp"
 #include "http_handlers.hpp"
 #include "registry.hpp"
 #include "server.hpp"
@@ -28,6 +29,8 @@ constexpr auto kHttpDeadline = std::chrono::seconds(30);     // TLS + request he
 constexpr auto kHandshakeDeadline = std::chrono::seconds(10);  // ServerKey -> ClientInfo
 constexpr auto kWriteTimeout = std::chrono::seconds(2);
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// mesh-helper asks tailscaled and the admission URL, 5 s each at most.
+constexpr auto kAdmissionWait = std::chrono::seconds(12);
 constexpr size_t kWsMaxFrame = 1 << 20;    // inbound WebSocket frame bound
 constexpr size_t kWsOutChunk = 32000;      // outbound messages stay under Go's 32 KiB read limit
 
@@ -213,6 +216,7 @@ void Conn::onBytes(ByteView in) {
       onHttpBytes(in);
       break;
     case State::DerpHandshake:
+    case State::Verifying:
     case State::Relay:
       if (ws_) {
         struct Sink final : http::WsDecoder::Events {
@@ -458,7 +462,7 @@ derp::HeaderVerdict Conn::classify(const derp::FrameHeader& h) {
 }
 
 void Conn::onDerpStream(ByteView in) {
-  if (state_ != State::DerpHandshake && state_ != State::Relay) return;
+  if (state_ != State::DerpHandshake && state_ != State::Verifying && state_ != State::Relay) return;
   if (readPaused_) {
     stash_.insert(stash_.end(), in.begin(), in.end());
     return;
@@ -469,7 +473,7 @@ void Conn::onDerpStream(ByteView in) {
     close(inHandshake && state_ == State::DerpHandshake ? CloseReason::BadHandshake : CloseReason::BadFrame);
     return;
   }
-  if (readPaused_ && state_ == State::Relay) {
+  if (readPaused_ && (state_ == State::Relay || state_ == State::Verifying)) {
     ByteView rest = in.subspan(reader_->consumed());
     stash_.insert(stash_.end(), rest.begin(), rest.end());
     pauseReading();
@@ -534,8 +538,60 @@ bool Conn::onClientInfo(ByteView payload) {
   clientInfo_ = std::move(*ci);
   canMesh_ = srv.meshKeyMatches(clientInfo_.meshKey);
   isProber_ = clientInfo_.isProber;
-  state_ = State::Relay;
   deadline_ = {};
+  // Admission (PROTOCOL.md §5.9): mesh peers are trusted; anyone else waits
+  // for mesh-helper's answer, reading nothing more meanwhile.
+  if (const auto& asker = srv.verifier(); asker && !canMesh_) {
+    state_ = State::Verifying;
+    readPaused_ = true;
+    deadline_ = loop_.now() + kAdmissionWait;
+    admissionId_ = asker->ask(loop_, connNum_, key_, peerIpText_);
+    if (!admissionId_) {
+      readPaused_ = false;  // decided inside this frame's callback: nothing to resume
+      onAdmission("unavailable", "too many admission questions pending");
+      return state_ == State::Relay;
+    }
+    updateInterest();
+    rearmTimer();
+    return false;
+  }
+  finishHandshake();
+  return state_ == State::Relay;
+}
+
+void Conn::onAdmission(const std::string& verdict, const std::string& reason) {
+  if (state_ != State::Verifying) return;
+  admissionId_.reset();
+  const bool resume = readPaused_;
+  LoopStats& st = loop_.stats();
+  const bool failOpen = loop_.server().verifier()->failOpen();
+  bool allow = verdict == "allow";
+  if (verdict == "allow") {
+    st.admissionAllow.add();
+  } else if (verdict == "deny") {
+    st.admissionDeny.add();
+  } else {
+    allow = failOpen;
+    (allow ? st.admissionFailOpen : st.admissionFailClosed).add();
+    LOG_WARN("conn {}: client {} from {}: no admission answer ({}); {} (-verify-client-url-fail-open={})",
+             connNum_, key_.toText(), peerIpText_, reason, allow ? "admitting it" : "refusing it",
+             failOpen ? "true" : "false");
+  }
+  if (!allow) {
+    if (verdict == "deny") LOG_INFO("conn {}: client {} from {} rejected: {}", connNum_, key_.toText(), peerIpText_, reason);
+    close(CloseReason::Rejected);  // no frame, as derper
+    return;
+  }
+  if (!reason.empty() && verdict == "allow") LOG_INFO("conn {}: client {}: {}", connNum_, key_.toText(), reason);
+  deadline_ = {};
+  finishHandshake();
+  // The frames that arrived while it waited, then the socket again.
+  if (state_ == State::Relay && resume) resumeReading();
+}
+
+void Conn::finishHandshake() {
+  Server& srv = loop_.server();
+  state_ = State::Relay;
   nextKeepAlive_ = loop_.now() + keepAlivePeriod_;
   // ServerInfo must be the first frame after ServerKey: it goes into the
   // output before this connection becomes visible to other loops.
@@ -549,7 +605,6 @@ bool Conn::onClientInfo(ByteView payload) {
   LOG_DEBUG("conn {}: client {} connected from {}:{}{}{}{}", connNum_, key_.toText(), peerIpText_, peerPort_,
             canMesh_ ? " (mesh peer)" : "", isProber_ ? " (prober)" : "", ws_ ? " (websocket)" : "");
   writeOut();
-  return state_ == State::Relay;
 }
 
 bool Conn::notHereAllowed() {
@@ -567,7 +622,8 @@ bool Conn::notHereAllowed() {
 void Conn::deliver(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
                    DropReason unknownReason) {
   LoopStats& st = loop_.stats();
-  // SendPacket records sentTo (PeerGone later); ForwardPacket does not.
+  // SendPacket records sentTo on this connection; a ForwardPacket's remote
+  // source is recorded in the registry (PeerGone when it leaves the region).
   bool recordSentTo = unknownReason == DropReason::UnknownDest;
   Registry& reg = loop_.server().registry();
   Conn* flushNow = nullptr;
@@ -578,6 +634,13 @@ void Conn::deliver(const NodePublic& dst, const NodePublic& src, ByteView packet
       st.drop(DropReason::DupClient, disco);
       return;
     }
+    if (!r.dst && r.forwarder && unknownReason == DropReason::UnknownDest) {
+      // Elsewhere in the region (PROTOCOL.md §6): one hop over our own link.
+      // A ForwardPacket is never forwarded again.
+      st.forwardedOut.add();
+      r.forwarder->forward(src, dst, packet);
+      return;
+    }
     if (!r.dst) {
       lk.unlock();
       st.drop(unknownReason, disco);
@@ -585,7 +648,11 @@ void Conn::deliver(const NodePublic& dst, const NodePublic& src, ByteView packet
       if (disco && notHereAllowed()) enqueuePeerGone(dst, derp::PeerGoneReason::NotHere);
       return;
     }
-    if (recordSentTo) sentTo_[dst] = r.dst->connNum();
+    if (recordSentTo) {
+      sentTo_[dst] = r.dst->connNum();
+    } else {
+      reg.noteForwardedSendLocked(src, dst, r.dst->connNum());
+    }
     if (r.dst->enqueuePacket(src, packet, disco, st)) {
       if (&r.dst->loop() == &loop_) {
         flushNow = r.dst;
@@ -930,6 +997,10 @@ void Conn::onTimer() {
   if (deadline_ != TimePoint{} && now >= deadline_) {
     if (state_ == State::Lingering) {
       close(CloseReason::Http);
+    } else if (state_ == State::Verifying) {
+      if (admissionId_) loop_.server().verifier()->forget(*admissionId_);
+      onAdmission("unavailable", "mesh-helper did not answer within " +
+                                     std::to_string(std::chrono::seconds(kAdmissionWait).count()) + " s");
     } else {
       LOG_DEBUG("conn {} from {}: deadline passed in state {}", connNum_, peerIpText_, int(state_));
       close(CloseReason::HandshakeTimeout);
@@ -970,6 +1041,10 @@ void Conn::close(CloseReason why) {
   if (state_ == State::Closed) return;
   State prev = state_;
   state_ = State::Closed;
+  if (admissionId_) {
+    loop_.server().verifier()->forget(*admissionId_);
+    admissionId_.reset();
+  }
   LoopStats& st = loop_.stats();
   if (!(why == CloseReason::Http && prev == State::Lingering)) st.closes[size_t(why)].add();
   Server& srv = loop_.server();

@@ -49,6 +49,7 @@ class Conn final : public IoHandler {
     TlsHandshake,   // SSL_accept in progress
     HttpHead,       // reading a request head
     DerpHandshake,  // ServerKey sent, waiting for ClientInfo
+    Verifying,      // ClientInfo read; waiting for mesh-helper's admission answer
     Relay,          // registered, relaying
     Lingering,      // response sent, write side shut, discarding input
     Closed,
@@ -64,6 +65,9 @@ class Conn final : public IoHandler {
   // The loop drains this connection's cross-thread queues (loop thread).
   void onScheduled();
   void close(CloseReason why);
+  // The admission answer for this connection (loop thread): "allow", "deny"
+  // or "unavailable" (the fail-open setting decides). PROTOCOL.md §5.9.
+  void onAdmission(const std::string& verdict, const std::string& reason);
   // Graceful stop (loop thread): a relaying client gets the Restarting frame
   // and the connection closes once it is written; anything else closes now.
   void drain(uint32_t reconnectInMs, uint32_t tryForMs);
@@ -141,6 +145,8 @@ class Conn final : public IoHandler {
   derp::HeaderVerdict classify(const derp::FrameHeader& h);
   bool onFrame(const derp::Frame& f);
   bool onClientInfo(ByteView payload);
+  // ServerInfo, then registration: the connection becomes a relaying client.
+  void finishHandshake();
   // Local delivery of a SendPacket (unknownReason UnknownDest) or a
   // ForwardPacket (UnknownDestOnFwd), with the drop accounting of §5.3.
   void deliver(const NodePublic& dst, const NodePublic& src, ByteView packet, bool disco,
@@ -208,6 +214,7 @@ class Conn final : public IoHandler {
   bool isProber_ = false;
   bool preferred_ = false;
   bool registered_ = false;
+  std::optional<uint64_t> admissionId_;  // question pending with AdmissionAsker
   std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash> sentTo_;
   // NotHere PeerGone limiter: 1/s, burst 3.
   double notHereTokens_ = 3;

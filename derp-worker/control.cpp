@@ -3,6 +3,7 @@
 #include <array>
 
 #include "common/ipc/child.hpp"
+#include "admission.hpp"
 #include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
 
@@ -16,6 +17,8 @@ constexpr std::array kHandlers = {
     ipc::handlerFor<&Control::onSnapshot>(),
     ipc::handlerFor<&Control::onCertUpdate>(),
     ipc::handlerFor<&Control::onAcmeChallenge>(),
+    ipc::handlerFor<&Control::onVerifyReply>(),
+    ipc::handlerFor<&Control::onMeshPeers>(),
 };
 static_assert(ipc::uniqueTypes(kHandlers));
 }  // namespace
@@ -105,6 +108,30 @@ Result<void> Control::onAcmeChallenge(ipc::Role, const ipc::AcmeChallenge& msg) 
   ipc::SendResult sr = ch_.send(ipc::Role::Supervisor, ready);
   if (!sr.ok()) LOG_WARN("AcmeChallengeReady: {}", sr.error);
   return okResult();
+}
+
+Result<void> Control::onVerifyReply(ipc::Role, const ipc::VerifyReply& msg) {
+  const auto& asker = server_.verifier();
+  if (!asker) return makeError("VerifyReply to a derp-worker that asks no admission questions");
+  if (msg.verdict != "allow" && msg.verdict != "deny" && msg.verdict != "unavailable") {
+    return makeError("VerifyReply with unknown verdict '" + msg.verdict + "'");
+  }
+  asker->onReply(msg);
+  return okResult();
+}
+
+Result<void> Control::onMeshPeers(ipc::Role, const ipc::MeshPeers& msg) {
+  for (const ipc::MeshPeer& p : msg.peers) server_.setMeshAddresses(p);
+  return okResult();
+}
+
+void Control::sendAdmissionQuestions() {
+  const auto& asker = server_.verifier();
+  if (!asker) return;
+  for (ipc::VerifyRequest& q : asker->takeRequests()) {
+    ipc::SendResult r = ch_.send(ipc::Role::Supervisor, q);
+    if (!r.ok()) asker->onReply(ipc::VerifyReply{q.id, "unavailable", "control socket: " + r.error});
+  }
 }
 
 }  // namespace derpd::worker

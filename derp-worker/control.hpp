@@ -37,6 +37,11 @@ class Control {
   // the old certificate stays in service.
   Result<void> onCertUpdate(ipc::Role from, const ipc::CertUpdate& msg);
   Result<void> onAcmeChallenge(ipc::Role from, const ipc::AcmeChallenge& msg);
+  // mesh-helper's answers (relayed by derpd).
+  Result<void> onVerifyReply(ipc::Role from, const ipc::VerifyReply& msg);
+  Result<void> onMeshPeers(ipc::Role from, const ipc::MeshPeers& msg);
+  // Sends the admission questions the loops queued (AdmissionAsker).
+  void sendAdmissionQuestions();
 
  private:
   ipc::Channel& ch_;

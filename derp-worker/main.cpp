@@ -27,9 +27,11 @@
 #include "common/log/log.hpp"
 #include "common/net/dns_client.hpp"
 #include "common/net/listener.hpp"
+#include "common/net/mesh_hosts.hpp"
 #include "common/proc/sandbox.hpp"
 #include "common/tls/certs.hpp"
 #include "common/util/fd.hpp"
+#include "admission.hpp"
 #include "control.hpp"
 #include "options.hpp"
 #include "server.hpp"
@@ -64,25 +66,21 @@ Result<std::chrono::milliseconds> controlLoop(ipc::Channel& ch, Server& server, 
       control.requestSnapshot();
       nextSnapshot = now + Control::kSnapshotInterval;
     }
+    control.sendAdmissionQuestions();
     // Every send may eat the fd's wake-up: read before sleeping.
     if (auto r = control.poll(); !r) return std::move(r).takeError();
     if (auto d = control.shutdownRequested()) {
       LOG_INFO("Shutdown from derpd: draining (up to {} ms)", d->count());
       return *d;
     }
-    signalfd_siginfo si;
-    while (::read(sigFd, &si, sizeof si) == ssize_t(sizeof si)) {
-      if (si.ssi_signo == SIGHUP) {
-        LOG_INFO("SIGHUP: reloads come from derpd over the control socket; ignored");
-        continue;
-      }
-      LOG_INFO("signal {}: draining (up to {} ms)", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
-               drainTimeout.count());
+    if (const char* sig = ipc::readStopSignal(sigFd)) {
+      LOG_INFO("signal {}: draining (up to {} ms)", sig, drainTimeout.count());
       return drainTimeout;
     }
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(nextSnapshot - std::chrono::steady_clock::now());
-    pollfd pfds[2] = {{sigFd, POLLIN, 0}, {ch.fd(), POLLIN, 0}};
-    ::poll(pfds, 2, int(std::clamp<int64_t>(wait.count(), 0, 1000)));
+    int askFd = server.verifier() ? server.verifier()->wakeFd() : -1;
+    pollfd pfds[3] = {{sigFd, POLLIN, 0}, {ch.fd(), POLLIN, 0}, {askFd, POLLIN, 0}};
+    ::poll(pfds, askFd >= 0 ? 3 : 2, int(std::clamp<int64_t>(wait.count(), 0, 1000)));
   }
 }
 
@@ -222,6 +220,23 @@ int main(int argc, char** argv) {
     cfg.bootstrapDns = std::make_shared<BootstrapDns>(std::move(bo), std::move(resolver));
   }
 
+  // Outbound mesh links: the hosts, and the CA file loaded before the chroot.
+  auto meshHosts = net::parseMeshWith(opts->meshWith);
+  if (!meshHosts) return fail(meshHosts.error());
+  if (!meshHosts->empty()) {
+    if (cfg.meshKey.empty()) return fail("-mesh-with requires -mesh-psk-file");
+    auto ctx = makeMeshTlsContext(opts->meshCaFile);
+    if (!ctx) return fail(ctx.error());
+    cfg.meshSslCtx = *ctx;
+    cfg.meshHosts = *meshHosts;
+  }
+  if (opts->verifyViaControl) {
+    auto asker = AdmissionAsker::create(opts->verifyFailOpen);
+    if (!asker) return fail(asker.error());
+    cfg.verifier = *asker;
+    LOG_INFO("clients are verified by derpd's mesh-helper (fail-open {})", opts->verifyFailOpen ? "on" : "off");
+  }
+
   auto hp = net::splitHostPort(opts->addr);
   if (!hp) return fail("-a: " + hp.error());
   bool tls = hp->port == 443 || opts->certMode == "manual" || opts->tlsFromControl;
@@ -267,6 +282,16 @@ int main(int argc, char** argv) {
   }
   if (auto r = server.start(); !r) return fail("start: " + r.error());
   if (auto b = server.bootstrapDns()) b->start();
+  // Alone, derp-worker resolves its mesh peers itself (no chroot then);
+  // under derpd, mesh-helper sends their addresses.
+  std::unique_ptr<net::MeshResolver> meshResolver;
+  if (!opts->meshPeersFromControl && !meshHosts->empty()) {
+    meshResolver = std::make_unique<net::MeshResolver>(
+        *meshHosts, std::chrono::seconds(60), [&server](const ipc::MeshPeers& peers) {
+          for (const ipc::MeshPeer& p : peers.peers) server.setMeshAddresses(p);
+        });
+    meshResolver->start();
+  }
 
   std::string host = hp->host.empty() ? "[::]" : (hp->host.find(':') != std::string::npos ? "[" + hp->host + "]" : hp->host);
   LOG_INFO("server key {}", server.publicKey().toText());
@@ -301,6 +326,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
+  meshResolver.reset();
   size_t left = server.drain(drainFor);
   if (left > 0) LOG_WARN("drain deadline passed with {} connection(s) open; closing them", left);
   server.stop();

@@ -28,6 +28,7 @@ const char* closeReasonName(CloseReason r) {
     case CloseReason::WriteError: return "write_error";
     case CloseReason::WriteTimeout: return "write_timeout";
     case CloseReason::ClosePeer: return "close_peer";
+    case CloseReason::Rejected: return "rejected";
     case CloseReason::Http: return "http";
     case CloseReason::Shutdown: return "shutdown";
     case CloseReason::kCount: break;

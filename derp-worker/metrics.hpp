@@ -47,6 +47,7 @@ enum class CloseReason : uint8_t {
   WriteError,
   WriteTimeout,      // no write progress for 2 s
   ClosePeer,         // a mesh peer's ClosePeer
+  Rejected,          // client verification said no (PROTOCOL.md §5.9)
   Http,              // an HTTP (non-DERP) exchange ended
   Shutdown,
   kCount,
@@ -68,6 +69,9 @@ struct LoopStats {
   Counter peerGoneDisconnectedFrames, peerGoneNotHereFrames;
   Counter unknownFrames;      // frames skipped as unknown/ignored types
   Counter websocketAccepts;
+  // Admission verdicts: allowed, denied, and mesh-helper unavailable
+  // (admitted by fail-open / refused).
+  Counter admissionAllow, admissionDeny, admissionFailOpen, admissionFailClosed;
   std::array<Counter, size_t(CloseReason::kCount)> closes;
   Counter httpRequests;
   Counter httpHeadTooLarge;
@@ -90,6 +94,11 @@ struct ServerGauges {
   std::atomic<int64_t> dupClientConns{0};
   std::atomic<uint64_t> totalDupClientConns{0};
   std::atomic<int64_t> watchers{0};
+  // Mesh forwarder churn (derper's multiforwarder_created/_deleted,
+  // packet_forwarder_delete_other_value).
+  std::atomic<uint64_t> multiForwarderCreated{0};
+  std::atomic<uint64_t> multiForwarderDeleted{0};
+  std::atomic<uint64_t> forwarderDeleteOther{0};
   std::atomic<int64_t> tlsActive[size_t(TlsVersionLabel::kCount)] = {};
 };
 

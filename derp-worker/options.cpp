@@ -57,6 +57,14 @@ const config::GoFlagTable<Options>& flags() {
          auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.tlsFromControl = *b; return {}; }}},
       {"mesh-key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i || *i < 0) return makeError("bad fd"); o.meshKeyFd = *i; return {}; }}},
+      {"mesh-with", {false, [](Options& o, const std::string& v) -> Result<void> { o.meshWith = v; return {}; }}},
+      {"mesh-ca-file", {false, [](Options& o, const std::string& v) -> Result<void> { o.meshCaFile = v; return {}; }}},
+      {"mesh-peers-from-control", {true, [](Options& o, const std::string& v) -> Result<void> {
+         auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.meshPeersFromControl = *b; return {}; }}},
+      {"verify-via-control", {true, [](Options& o, const std::string& v) -> Result<void> {
+         auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.verifyViaControl = *b; return {}; }}},
+      {"verify-client-url-fail-open", {true, [](Options& o, const std::string& v) -> Result<void> {
+         auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.verifyFailOpen = *b; return {}; }}},
     };
     config::addChildRoleFlags(t);
     return t;
@@ -74,6 +82,11 @@ Result<Options> parseOptions(const std::vector<std::string>& args) {
     return makeError("unsupported -certmode \"" + o.certMode + "\" (manual or letsencrypt)");
   }
   if (o.tlsFromControl && o.control.empty()) return makeError("--tls-from-control needs --control");
+  if (o.meshPeersFromControl && o.control.empty()) return makeError("--mesh-peers-from-control needs --control");
+  if (o.verifyViaControl && o.control.empty()) return makeError("--verify-via-control needs --control");
+  if (!o.meshWith.empty() && o.meshPskFile.empty() && o.meshKeyFd < 0) {
+    return makeError("-mesh-with requires -mesh-psk-file");
+  }
   return o;
 }
 
@@ -96,6 +109,16 @@ It normally runs under derpd; it also runs on its own with derper's flags.
   -http-port N          port-80 listener in TLS mode (default 80; -1 off)
   -mesh-psk-file FILE   mesh key (64+ hex digits): peers presenting it may
                         send WatchConns, ForwardPacket and ClosePeer
+  -mesh-with HOSTS      comma-separated hosts (name or name:port) of this
+                        region's other DERP servers: each is dialled as
+                        https://HOST/derp with this server's key and the mesh
+                        key, and learns which clients are there (WatchConns);
+                        packets for them are forwarded (ForwardPacket). An
+                        entry that turns out to be this server is skipped.
+                        Names are resolved with the system resolver here;
+                        under derpd, by mesh-helper. Needs -mesh-psk-file.
+  --mesh-ca-file FILE   PEM CA certificates that verify mesh peers (default:
+                        the system's, or $SSL_CERT_FILE); read at start
   -derp=BOOL            serve DERP on /derp (default true; false answers 404)
   -bootstrap-dns-names NAMES   comma-separated names whose addresses
                         /bootstrap-dns publishes (resolved at start and every 10 min)
@@ -126,6 +149,14 @@ Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
   --mesh-key-fd N       read the mesh key from this descriptor
   --control ipc://PATH  derpd's control socket (ZeroMQ): Hello, Ready, Reload,
                         Shutdown, log reopen, metrics for /debug/varz
+  --mesh-peers-from-control   dial the -mesh-with addresses derpd's
+                        mesh-helper resolves (MeshPeers), not the resolver's
+  --verify-via-control  ask derpd's mesh-helper whether each client (not mesh
+                        peers) may connect (-verify-clients,
+                        -verify-client-url); the connection waits, its loop
+                        does not
+  -verify-client-url-fail-open=BOOL   with --verify-via-control: admit the
+                        client when mesh-helper cannot answer (default true)
   --tls-from-control    serve TLS with the certificates and ACME challenges
                         derpd's cert-agent sends over the control socket
                         (handshakes fail until the first certificate arrives)

@@ -20,6 +20,8 @@ struct Options {
   std::string hostname = "derp.tailscale.com";  // -hostname
   int httpPort = 80;                  // -http-port
   std::string meshPskFile;            // -mesh-psk-file
+  std::string meshWith;               // -mesh-with: hosts to dial (PROTOCOL.md §6)
+  std::string meshCaFile;             // --mesh-ca-file: CAs for mesh peers' TLS
   bool derpEnabled = true;            // -derp
   int threads = 0;                    // --threads (0 = CPU count)
   std::chrono::milliseconds drainTimeout{5000};  // --drain-timeout (Go duration)
@@ -41,6 +43,9 @@ struct Options {
   std::string bootstrapDnsServer;     // --bootstrap-dns-server (empty: /etc/resolv.conf)
   std::string control;                // --control: derpd's control endpoint (ipc://...)
   bool tlsFromControl = false;        // --tls-from-control: TLS, certificates from cert-agent
+  bool meshPeersFromControl = false;  // --mesh-peers-from-control: addresses from mesh-helper
+  bool verifyViaControl = false;      // --verify-via-control: admission asked of mesh-helper
+  bool verifyFailOpen = true;         // -verify-client-url-fail-open
   std::string user;                   // --user: drop to this user (when root)
   std::string chrootDir;              // --chroot: empty directory to chroot into
 };

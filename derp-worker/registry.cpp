@@ -14,9 +14,81 @@ Registry::Registry(ServerGauges& gauges, const NodePublic& serverKey)
 
 Registry::Route Registry::lookupLocked(const NodePublic& key) const {
   auto it = clients_.find(key);
-  if (it == clients_.end()) return {};
-  if (it->second.active) return Route{it->second.active, false};
-  return Route{nullptr, true};
+  if (it == clients_.end()) {
+    // Local beats mesh: a forwarder is used only when the key has no local
+    // connection at all (a dup set with none active drops, as derper).
+    auto f = forwarders_.find(key);
+    return f == forwarders_.end() ? Route{} : Route{nullptr, false, f->second.front()};
+  }
+  if (it->second.active) return Route{it->second.active, false, nullptr};
+  return Route{nullptr, true, nullptr};
+}
+
+void Registry::notifyGoneLocked(const NodePublic& key, const SentMap& sent) {
+  for (const auto& [peer, num] : sent) {
+    if (peer == key) continue;
+    auto pit = clients_.find(peer);
+    if (pit == clients_.end()) continue;
+    for (Conn* pc : pit->second.conns) {
+      if (pc->connNum() == num) pc->enqueuePeerGone(key, derp::PeerGoneReason::Disconnected);
+    }
+  }
+}
+
+void Registry::leftRegionLocked(const NodePublic& key) {
+  auto it = regionSentTo_.find(key);
+  if (it == regionSentTo_.end()) return;
+  notifyGoneLocked(key, it->second);
+  regionSentTo_.erase(it);
+}
+
+void Registry::addForwarder(const NodePublic& key, MeshLink* link) {
+  std::unique_lock lk(mu);
+  std::vector<MeshLink*>& links = forwarders_[key];
+  if (std::find(links.begin(), links.end(), link) != links.end()) return;  // a repeated announcement
+  if (links.size() == 1) gauges_.multiForwarderCreated.fetch_add(1);
+  links.push_back(link);
+}
+
+void Registry::removeForwarderLocked(const NodePublic& key, MeshLink* link) {
+  auto it = forwarders_.find(key);
+  if (it == forwarders_.end()) return;
+  std::vector<MeshLink*>& links = it->second;
+  auto pos = std::find(links.begin(), links.end(), link);
+  if (pos == links.end()) {
+    // derper counts this only for a single forwarder (not a multiForwarder).
+    if (links.size() == 1) gauges_.forwarderDeleteOther.fetch_add(1);
+    return;
+  }
+  links.erase(pos);
+  if (links.size() == 1) gauges_.multiForwarderDeleted.fetch_add(1);
+  if (!links.empty()) return;
+  forwarders_.erase(it);
+  if (!clients_.count(key)) leftRegionLocked(key);
+}
+
+void Registry::removeForwarder(const NodePublic& key, MeshLink* link) {
+  std::unique_lock lk(mu);
+  removeForwarderLocked(key, link);
+}
+
+void Registry::removeForwarders(const std::vector<NodePublic>& keys, MeshLink* link) {
+  std::unique_lock lk(mu);
+  for (const NodePublic& k : keys) removeForwarderLocked(k, link);
+}
+
+void Registry::noteForwardedSendLocked(const NodePublic& src, const NodePublic& dst, uint64_t dstConnNum) {
+  if (!clients_.count(src) && !forwarders_.count(src)) return;
+  std::lock_guard g(regionSentMu_);
+  regionSentTo_[src].insert_or_assign(dst, dstConnNum);
+}
+
+size_t Registry::remoteKeyCountLocked() const {
+  size_t n = 0;
+  for (const auto& entry : forwarders_) {
+    if (!clients_.count(entry.first)) ++n;
+  }
+  return n;
 }
 
 void Registry::broadcastPresentLocked(Conn* c) {
@@ -76,20 +148,19 @@ void Registry::remove(Conn* c) {
   gauges_.currentConnections.fetch_sub(1);
 
   if (set.conns.empty()) {
-    // The key's last connection: tell former recipients and watchers.
-    auto notify = [&](const std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash>& sent) {
-      for (const auto& [peer, num] : sent) {
-        if (peer == c->key()) continue;
-        auto pit = clients_.find(peer);
-        if (pit == clients_.end()) continue;
-        for (Conn* pc : pit->second.conns) {
-          if (pc->connNum() == num) pc->enqueuePeerGone(c->key(), derp::PeerGoneReason::Disconnected);
-        }
-      }
-    };
-    notify(c->sentTo());
-    notify(set.inheritedSentTo);
+    // The key's last local connection. Watchers hear of it at once; former
+    // recipients only when the key is gone from the whole region (another
+    // node may still forward to it).
     NodePublic key = c->key();
+    if (forwarders_.count(key)) {
+      SentMap& kept = regionSentTo_[key];
+      for (const auto& kv : c->sentTo()) kept.insert_or_assign(kv.first, kv.second);
+      for (const auto& kv : set.inheritedSentTo) kept.insert(kv);
+    } else {
+      notifyGoneLocked(key, c->sentTo());
+      notifyGoneLocked(key, set.inheritedSentTo);
+      leftRegionLocked(key);
+    }
     clients_.erase(it);
     gauges_.clientsLocal.fetch_sub(1);
     broadcastGoneLocked(key);
@@ -206,6 +277,11 @@ std::vector<std::string> Registry::checkConsistency() const {
   gauge("current_dup_client_keys", gauges_.dupClientKeys.load(), dupKeys);
   gauge("current_dup_client_conns", gauges_.dupClientConns.load(), dupConns);
   gauge("watchers", gauges_.watchers.load(), watchers_.size());
+  for (const auto& [key, links] : forwarders_) {
+    if (links.empty()) errs.push_back("forwarder entry for key " + key.shortString() + " names no mesh link");
+    std::unordered_set<const MeshLink*> seen(links.begin(), links.end());
+    if (seen.size() != links.size()) errs.push_back("forwarder entry for key " + key.shortString() + " names a link twice");
+  }
   if (int64_t home = gauges_.currentHomeConnections.load(); home < 0) {
     errs.push_back("current_home_connections = " + std::to_string(home) + " < 0");
   }

@@ -1,10 +1,11 @@
-// The client registry (PROTOCOL.md §5.1, §5.7, §5.8, §5.10): node key ->
-// live connections with the duplicate-key policy, the watcher set, and the
-// PeerGone/PeerPresent fan-out. One instance per derp-worker, shared by all
+// The client registry (PROTOCOL.md §5.1, §5.7, §5.8, §5.10, §6): node key ->
+// live connections with the duplicate-key policy, the watcher set, the mesh
+// forwarders (derper's clientsMesh) and the PeerGone/PeerPresent fan-out. One instance per derp-worker, shared by all
 // loops, guarded by mu (a reader-writer lock: packet routing takes it shared,
 // membership changes exclusive). Lock order: registry mu, then a Conn's qmu_.
 #pragma once
 
+#include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
 #include <vector>
@@ -15,6 +16,8 @@
 
 namespace derpd::worker {
 
+class MeshLink;
+
 class Registry {
  public:
   Registry(ServerGauges& gauges, const NodePublic& serverKey);
@@ -23,8 +26,9 @@ class Registry {
   mutable std::shared_mutex mu;
 
   struct Route {
-    Conn* dst = nullptr;       // active local connection
-    bool dupNoActive = false;  // several conns, none active: drop as dup_client
+    Conn* dst = nullptr;          // active local connection
+    bool dupNoActive = false;     // several conns, none active: drop as dup_client
+    MeshLink* forwarder = nullptr;  // no local conn at all: the mesh link to use, if any
   };
   // Caller holds mu (shared or exclusive).
   Route lookupLocked(const NodePublic& key) const;
@@ -41,6 +45,23 @@ class Registry {
   bool closePeer(const NodePublic& key);
 
   size_t keyCountLocked() const { return clients_.size(); }
+
+  // ---- Mesh forwarders (PROTOCOL.md §6), each under mu exclusively.
+  // A mesh link saw PeerPresent(key): it may forward to key. When several
+  // links know a key, the earliest registered is used until it goes.
+  void addForwarder(const NodePublic& key, MeshLink* link);
+  // PeerGone(key) on the link. When key then has neither a local connection
+  // nor a forwarder, the local clients it sent to get PeerGone(key).
+  void removeForwarder(const NodePublic& key, MeshLink* link);
+  // The link broke: every key it announced is removed as above.
+  void removeForwarders(const std::vector<NodePublic>& keys, MeshLink* link);
+  // A ForwardPacket from `src` (a key elsewhere in the region) reached local
+  // connection `dstConnNum` of `dst`: PeerGone(src) goes to it when src
+  // leaves the region. Caller holds mu shared; recorded only for a src the
+  // registry knows (local or forwarded), which bounds the table.
+  void noteForwardedSendLocked(const NodePublic& src, const NodePublic& dst, uint64_t dstConnNum);
+  // Keys known only through a forwarder (derp_clients_remote). Caller holds mu.
+  size_t remoteKeyCountLocked() const;
 
   // /debug/check (derper's Server.ConsistencyCheck): the registry's
   // invariants, one message per violation; empty when consistent.
@@ -69,7 +90,7 @@ class Registry {
   // tell a registered connection whose socket is dead but whose loop has
   // not noticed yet (that is normal until the loop reads the EOF), nor
   // check current_home_connections exactly (it changes outside mu). Mesh
-  // forwarders (derper's clientsMesh checks) do not exist yet.
+  // forwarders: every entry names at least one link, none twice.
   std::vector<std::string> checkConsistency() const;
 
  private:
@@ -80,13 +101,26 @@ class Registry {
     // sentTo of this key's connections that already left.
     std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash> inheritedSentTo;
   };
+  using SentMap = std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash>;
   void broadcastPresentLocked(Conn* c);
   void broadcastGoneLocked(const NodePublic& key);
+  // PeerGone(key) to each connection in `sent` still carrying that number.
+  void notifyGoneLocked(const NodePublic& key, const SentMap& sent);
+  // key left the region (no local conn, no forwarder): tell whom it sent to.
+  void leftRegionLocked(const NodePublic& key);
+  void removeForwarderLocked(const NodePublic& key, MeshLink* link);
 
   ServerGauges& gauges_;
   const NodePublic serverKey_;
   std::unordered_map<NodePublic, ClientSet, crypto::NodePublicHash> clients_;
   std::vector<Conn*> watchers_;
+  // key -> links that announced it, in registration order (front: in use).
+  std::unordered_map<NodePublic, std::vector<MeshLink*>, crypto::NodePublicHash> forwarders_;
+  // derper's sentTo for what departed local connections of a still-forwarded
+  // key, and ForwardPackets from remote keys, sent to local clients.
+  // Written under mu shared (hence its own mutex) or mu exclusive.
+  std::mutex regionSentMu_;
+  std::unordered_map<NodePublic, SentMap, crypto::NodePublicHash> regionSentTo_;
 };
 
 }  // namespace derpd::worker

@@ -115,6 +115,11 @@ bool Server::meshKeyMatches(const std::string& presented) const {
   return diff == 0;
 }
 
+std::string Server::meshKey() const {
+  std::lock_guard lk(mu_);
+  return cfg_.meshKey;
+}
+
 bool Server::hasMeshKey() const {
   std::lock_guard lk(mu_);
   return !cfg_.meshKey.empty();
@@ -173,14 +178,31 @@ Result<void> Server::start() {
       acceptors_.push_back(std::move(a80));
     }
   }
+  for (size_t i = 0; i < cfg_.meshHosts.size(); ++i) {
+    Loop& l = *loops_[i % loops_.size()];
+    meshLinks_.push_back(std::make_unique<MeshLink>(l, cfg_.meshHosts[i], cfg_.meshSslCtx.get()));
+    MeshLink* link = meshLinks_.back().get();
+    l.post([link] { link->start(); });
+  }
   for (auto& l : loops_) {
     Loop* lp = l.get();
-    threads_.emplace_back([lp] {
+    threads_.emplace_back([this, lp] {
       lp->run();
+      for (auto& link : meshLinks_) {
+        if (&link->loop() == lp) link->stop();
+      }
       lp->closeAll();
     });
   }
   return {};
+}
+
+void Server::setMeshAddresses(const ipc::MeshPeer& peer) {
+  for (auto& link : meshLinks_) {
+    if (link->spec().entry != peer.host) continue;
+    MeshLink* l = link.get();
+    l->loop().post([l, addrs = peer.addrs, error = peer.error]() mutable { l->setAddresses(std::move(addrs), error); });
+  }
 }
 
 void Server::stop() {
@@ -460,8 +482,36 @@ void Server::collectMetrics(MetricSink& w) const {
   w.gauge("derp_current_dup_client_keys", "derp.gauge_current_dup_client_keys", gauges_.dupClientKeys.load());
   w.gauge("derp_current_dup_client_conns", "derp.gauge_current_dup_client_conns", gauges_.dupClientConns.load());
   w.gauge("derp_clients_local", "derp.gauge_clients_local", gauges_.clientsLocal.load());
-  w.gauge("derp_clients_total", "derp.gauge_clients_total", gauges_.clientsLocal.load());
-  w.gauge("derp_clients_remote", "derp.gauge_clients_remote", 0);
+  int64_t remote;
+  {
+    std::shared_lock lk(registry_.mu);
+    remote = int64_t(registry_.remoteKeyCountLocked());
+  }
+  w.gauge("derp_clients_total", "derp.gauge_clients_total", gauges_.clientsLocal.load() + remote);
+  w.gauge("derp_clients_remote", "derp.gauge_clients_remote", remote);
+  w.counter("derp_multiforwarder_created", "derp.multiforwarder_created", gauges_.multiForwarderCreated.load());
+  w.counter("derp_multiforwarder_deleted", "derp.multiforwarder_deleted", gauges_.multiForwarderDeleted.load());
+  w.counter("derp_packet_forwarder_delete_other_value", "derp.packet_forwarder_delete_other_value",
+            gauges_.forwarderDeleteOther.load());
+  if (!meshLinks_.empty()) {
+    std::map<std::string, int64_t> states;
+    for (MeshLinkState st : {MeshLinkState::NoAddress, MeshLinkState::Waiting, MeshLinkState::Dialing,
+                             MeshLinkState::Up, MeshLinkState::Self, MeshLinkState::Stopped}) {
+      states[meshLinkStateName(st)] = 0;
+    }
+    uint64_t connects = 0, drops = 0;
+    int64_t learned = 0;
+    for (const auto& link : meshLinks_) {
+      ++states[meshLinkStateName(link->state())];
+      connects += link->connects();
+      drops += link->forwardDrops();
+      learned += int64_t(link->peersLearned());
+    }
+    w.labeledGauge("derpd_mesh_links", "gauge_derpd_mesh_links", "state", {states.begin(), states.end()});
+    w.counter("derpd_mesh_link_connects", "counter_derpd_mesh_link_connects", connects);
+    w.counter("derpd_mesh_forward_drops", "counter_derpd_mesh_forward_drops", drops);
+    w.gauge("derpd_mesh_peers_learned", "gauge_derpd_mesh_peers_learned", learned);
+  }
   w.gauge("derp_watchers", "derp.gauge_watchers", gauges_.watchers.load());
   w.gauge("derp_current_file_descriptors", "derp.gauge_current_file_descriptors", countOpenFds(procFdDir_));
   w.gauge("derp_memstats_sys0", "derp.gauge_memstats_sys0", int64_t(residentBytes(procStatm_)));

@@ -15,6 +15,7 @@
 #include "bootstrap_dns.hpp"
 #include "http_handlers.hpp"
 #include "loop.hpp"
+#include "mesh_link.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
 #include "registry.hpp"
@@ -33,6 +34,14 @@ struct ServerConfig {
   std::string hostname;                // -hostname, shown on /debug/
   std::shared_ptr<BootstrapDns> bootstrapDns;  // /bootstrap-dns (null: derper's empty body)
   DebugAccess debugAccess;             // debug key digest, $TS_ALLOW_DEBUG_IP
+  // Outbound mesh (PROTOCOL.md §6): one link per -mesh-with entry, dialled
+  // with sslCtx (the mesh trust store) once setMeshAddresses() names its
+  // addresses.
+  std::vector<net::MeshHost> meshHosts;
+  std::shared_ptr<SSL_CTX> meshSslCtx;
+  // Client admission (PROTOCOL.md §5.9) asked of derpd's mesh-helper:
+  // `verifier` is how (null: every client is admitted at once).
+  std::shared_ptr<class AdmissionAsker> verifier;
 };
 
 class Server {
@@ -61,6 +70,7 @@ class Server {
   const crypto::NodePublic& publicKey() const { return publicKey_; }
   bool meshKeyMatches(const std::string& presented) const;
   bool hasMeshKey() const;
+  std::string meshKey() const;  // what our mesh links present
   // A new mesh key (Reload); "" turns mesh access off. New connections only.
   void setMeshKey(std::string key);
   // The other roles' counters and derpd's per-role up/restart counters, as
@@ -74,6 +84,12 @@ class Server {
   // Port 80's /.well-known/acme-challenge/<token> answer (PROTOCOL.md §7.3).
   bool acmeHttp01() const { return cfg_.acmeHttp01 && cfg_.tls; }
   const std::string& hostname() const { return cfg_.hostname; }
+
+  // Any thread: a -mesh-with entry's addresses (MeshPeers, or the resolver
+  // thread of a derp-worker running alone). Unknown entries are ignored.
+  void setMeshAddresses(const ipc::MeshPeer& peer);
+  const std::vector<std::unique_ptr<MeshLink>>& meshLinks() const { return meshLinks_; }
+  const std::shared_ptr<AdmissionAsker>& verifier() const { return cfg_.verifier; }
 
   Registry& registry() { return registry_; }
   ServerGauges& gauges() { return gauges_; }
@@ -106,6 +122,7 @@ class Server {
   ServerGauges gauges_;
   Registry registry_;
   std::vector<std::unique_ptr<Loop>> loops_;
+  std::vector<std::unique_ptr<MeshLink>> meshLinks_;  // after loops_: destroyed first
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::vector<std::thread> threads_;
   int listenFd_ = -1;

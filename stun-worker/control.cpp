@@ -30,13 +30,9 @@ Result<void> Control::attach() {
 }
 
 void Control::poll() {
-  auto r = ipc::pollChild(
-      ch_, [this](ipc::Role from, const ipc::Envelope& env) { return ipc::dispatch(*this, kHandlers, from, env); });
-  if (!r) {
-    // Only derpd can write to this socket: a fault is its bug or a forgery.
-    LOG_ERR("control: {}; exiting so that derpd restarts stun-worker", r.error());
-    ::_exit(1);
-  }
+  ipc::pollChildOrExit(
+      ch_, [this](ipc::Role from, const ipc::Envelope& env) { return ipc::dispatch(*this, kHandlers, from, env); },
+      "stun-worker");
 }
 
 void Control::report() {

@@ -47,6 +47,9 @@ constexpr std::array kHandlers = {
     ipc::handlerFor<&Supervisor::onCertUpdate>(),
     ipc::handlerFor<&Supervisor::onAcmeChallenge>(),
     ipc::handlerFor<&Supervisor::onAcmeChallengeReady>(),
+    ipc::handlerFor<&Supervisor::onVerifyRequest>(),
+    ipc::handlerFor<&Supervisor::onVerifyReply>(),
+    ipc::handlerFor<&Supervisor::onMeshPeers>(),
 };
 static_assert(ipc::uniqueTypes(kHandlers));
 
@@ -107,6 +110,15 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
           a.insert(a.end(), {"-unpublished-bootstrap-dns-names", cfg_.unpublishedBootstrapDnsNames});
         if (!cfg_.bootstrapDnsServer.empty()) a.insert(a.end(), {"--bootstrap-dns-server", cfg_.bootstrapDnsServer});
         if (port80Fd_ >= 0) a.insert(a.end(), {"--port80-fd", std::to_string(port80Fd_)});
+        if (!cfg_.meshWith.empty()) {
+          // Its links dial what mesh-helper resolves (no resolver in the chroot).
+          a.insert(a.end(), {"-mesh-with", cfg_.meshWith, "--mesh-peers-from-control"});
+          if (!cfg_.meshCaFile.empty()) a.insert(a.end(), {"--mesh-ca-file", cfg_.meshCaFile});
+        }
+        if (cfg_.verifyClients || !cfg_.verifyClientUrl.empty()) {
+          a.insert(a.end(), {"--verify-via-control", "-verify-client-url-fail-open=" +
+                                                         std::string(cfg_.verifyClientUrlFailOpen ? "true" : "false")});
+        }
         if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
         return a;
       },
@@ -138,6 +150,24 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
       },
       nullptr,
       [this] { return tls_; },
+  });
+  table_.push_back(RoleSpec{
+      Role::MeshHelper, true,
+      [this] {
+        std::vector<std::string> a = {"--log-level", cfg_.logLevel,
+                                      "-verify-clients=" + std::string(cfg_.verifyClients ? "true" : "false"),
+                                      "-verify-client-url-fail-open=" +
+                                          std::string(cfg_.verifyClientUrlFailOpen ? "true" : "false"),
+                                      "--verify-clients-socket", cfg_.verifyClientsSocket};
+        if (!cfg_.meshWith.empty()) a.insert(a.end(), {"-mesh-with", cfg_.meshWith});
+        if (!cfg_.verifyClientUrl.empty()) a.insert(a.end(), {"-verify-client-url", cfg_.verifyClientUrl});
+        // Not chrooted: it needs the resolver's files and tailscaled's socket.
+        if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user});
+        return a;
+      },
+      nullptr,
+      nullptr,
+      [this] { return meshHelper_; },
   });
   if (cfg_.stun) {
     table_.push_back(RoleSpec{
@@ -262,6 +292,10 @@ Result<void> Supervisor::prepare() {
   if (tls_ && ::access(binaryPath("cert-agent").c_str(), X_OK) != 0)
     return makeError("cannot find the cert-agent binary in " + libexecDir_ + " (TLS needs it)");
   eabKey_ = cfg_.acmeEabKey;
+  meshHelper_ = !cfg_.meshWith.empty() || cfg_.verifyClients || !cfg_.verifyClientUrl.empty();
+  if (meshHelper_ && ::access(binaryPath("mesh-helper").c_str(), X_OK) != 0)
+    return makeError("cannot find the mesh-helper binary in " + libexecDir_ +
+                     " (-mesh-with, -verify-clients and -verify-client-url need it)");
 
   // The server key: a fresh one in dev mode without -c, else derper's file.
   crypto::NodePrivate key;
@@ -415,6 +449,17 @@ void Supervisor::onChildExit(Child& c, int status) {
   c.metrics.clear();
   control_->forgetPeer(c.spec->role);
   if (c.logFd >= 0) readChildLog(c);
+  if (c.spec->role == Role::MeshHelper) {
+    // Its questions will not be answered: derp-worker's fail-open decides.
+    for (uint64_t id : verifyPending_) {
+      sendIfReady(Role::DerpWorker, ipc::VerifyReply{id, "unavailable", "mesh-helper exited"});
+    }
+    verifyPending_.clear();
+  }
+  if (c.spec->role == Role::DerpWorker) {  // nobody waits for those answers
+    verifyPending_.clear();
+    verifyWaiting_.clear();
+  }
   if (c.spec->role == Role::CertAgent) {
     // Its orders died with it; the next cert-agent starts them afresh.
     for (auto& [token, ch] : challenges_) {
@@ -556,6 +601,19 @@ Result<void> Supervisor::onReady(Role from, const ipc::Ready&) {
     // A (re)started derp-worker: the certificate and challenges in force.
     if (cert_) sendIfReady(Role::DerpWorker, *cert_);
     for (const auto& [token, ch] : challenges_) sendIfReady(Role::DerpWorker, ch);
+    if (meshPeers_) sendIfReady(Role::DerpWorker, *meshPeers_);
+  }
+  if (from == Role::MeshHelper) {
+    // The questions that came while it was starting.
+    std::vector<ipc::VerifyRequest> waiting;
+    waiting.swap(verifyWaiting_);
+    for (const ipc::VerifyRequest& q : waiting) {
+      if (sendIfReady(Role::MeshHelper, q)) {
+        verifyPending_.insert(q.id);
+      } else {
+        sendIfReady(Role::DerpWorker, ipc::VerifyReply{q.id, "unavailable", "mesh-helper could not be asked"});
+      }
+    }
   }
   return okResult();
 }
@@ -622,6 +680,46 @@ Result<void> Supervisor::onAcmeChallenge(Role, const ipc::AcmeChallenge& msg) {
 
 Result<void> Supervisor::onAcmeChallengeReady(Role, const ipc::AcmeChallengeReady& msg) {
   sendIfReady(Role::CertAgent, msg);
+  return okResult();
+}
+
+Result<void> Supervisor::onVerifyRequest(Role, const ipc::VerifyRequest& msg) {
+  // Bounded like derp-worker's own table: a flood cannot grow derpd.
+  constexpr size_t kMaxPending = 16384;
+  std::string why;
+  if (!meshHelper_) {
+    why = "no mesh-helper in this configuration";
+  } else if (verifyPending_.size() + verifyWaiting_.size() >= kMaxPending) {
+    why = "mesh-helper has too many questions pending";
+  } else {
+    Child* c = childFor(Role::MeshHelper);
+    if (c && c->pid > 0 && c->ready) {
+      if (sendIfReady(Role::MeshHelper, msg)) {
+        verifyPending_.insert(msg.id);
+        return okResult();
+      }
+      why = "mesh-helper could not be asked";
+    } else {
+      // Starting or restarting: asked when it says Ready (derp-worker stops
+      // waiting on its own after a while).
+      verifyWaiting_.push_back(msg);
+      return okResult();
+    }
+  }
+  sendIfReady(Role::DerpWorker, ipc::VerifyReply{msg.id, "unavailable", why});
+  return okResult();
+}
+
+Result<void> Supervisor::onVerifyReply(Role, const ipc::VerifyReply& msg) {
+  // Only answers to questions still open go on (not those of a derp-worker
+  // that has restarted since).
+  if (verifyPending_.erase(msg.id)) sendIfReady(Role::DerpWorker, msg);
+  return okResult();
+}
+
+Result<void> Supervisor::onMeshPeers(Role, const ipc::MeshPeers& msg) {
+  meshPeers_ = msg;
+  sendIfReady(Role::DerpWorker, msg);
   return okResult();
 }
 

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <set>
 #include <vector>
 
 #include "common/config/config.hpp"
@@ -86,6 +87,12 @@ class Supervisor {
   Result<void> onCertUpdate(ipc::Role from, const ipc::CertUpdate& msg);
   Result<void> onAcmeChallenge(ipc::Role from, const ipc::AcmeChallenge& msg);
   Result<void> onAcmeChallengeReady(ipc::Role from, const ipc::AcmeChallengeReady& msg);
+  // Admission questions derp-worker -> mesh-helper and the answers back;
+  // derpd answers "unavailable" for a mesh-helper that is down.
+  Result<void> onVerifyRequest(ipc::Role from, const ipc::VerifyRequest& msg);
+  Result<void> onVerifyReply(ipc::Role from, const ipc::VerifyReply& msg);
+  // mesh-helper's resolved -mesh-with addresses (kept for a restarted derp-worker).
+  Result<void> onMeshPeers(ipc::Role from, const ipc::MeshPeers& msg);
 
  private:
   Result<void> prepareRuntimeDir();
@@ -115,6 +122,10 @@ class Supervisor {
   std::string eabKey_;     // -acme-eab-key, piped to cert-agent
   std::optional<ipc::CertUpdate> cert_;             // the last certificate from cert-agent
   std::map<std::string, ipc::AcmeChallenge> challenges_;  // in force, by token
+  std::optional<ipc::MeshPeers> meshPeers_;         // the last MeshPeers from mesh-helper
+  std::set<uint64_t> verifyPending_;                // questions mesh-helper has not answered
+  std::vector<ipc::VerifyRequest> verifyWaiting_;   // for a mesh-helper still starting
+  bool meshHelper_ = false;  // this run needs mesh-helper (mesh or client verification)
   bool tls_ = false;
   bool dropPrivileges_ = false;
   std::string runDir_;     // the runtime dir in use (0700)

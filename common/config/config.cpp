@@ -12,6 +12,8 @@
 #include <cstring>
 #include <variant>
 
+#include "common/net/mesh_hosts.hpp"
+
 namespace derpd::config {
 
 namespace {
@@ -68,9 +70,10 @@ const std::vector<KeyDef>& keyTable() {
       {"mesh-psk-file", &Settings::meshPskFile, true, false,
        "file holding the mesh key; clients presenting it are trusted mesh peers; the "
        "default is the first existing of /home/derp/keys/derp-mesh.key, $HOME/keys/derp-mesh.key"},
-      {"mesh-with", &Settings::meshWith, true, true,
-       "comma-separated host names of the other DERP servers of this region to mesh with; "
-       "needs -mesh-psk-file"},
+      {"mesh-with", &Settings::meshWith, true, false,
+       "comma-separated hosts (name or name:port) of the DERP servers of this region to mesh "
+       "with, dialled as https://HOST/derp (this server's own entry is skipped); needs "
+       "-mesh-psk-file"},
       {"stun", &Settings::stun, true, false, "run the STUN server (stun-worker) on the host of -a"},
       {"stun-port", &Settings::stunPort, true, false, "UDP port of the STUN server"},
       {"tcp-keepalive-time", &Settings::tcpKeepaliveTime, true, false,
@@ -79,12 +82,13 @@ const std::vector<KeyDef>& keyTable() {
        "TCP_USER_TIMEOUT of accepted connections: how long sent data may stay unacknowledged"},
       {"unpublished-bootstrap-dns-names", &Settings::unpublishedBootstrapDnsNames, true, false,
        "comma-separated host names /bootstrap-dns resolves only when asked for by name (?q=)"},
-      {"verify-client-url", &Settings::verifyClientUrl, true, true,
+      {"verify-client-url", &Settings::verifyClientUrl, true, false,
        "admission URL: each connecting client's keys are POSTed to it; it must answer "
        "{\"Allow\": true}"},
-      {"verify-client-url-fail-open", &Settings::verifyClientUrlFailOpen, true, true,
-       "admit clients when -verify-client-url cannot be reached"},
-      {"verify-clients", &Settings::verifyClients, true, true,
+      {"verify-client-url-fail-open", &Settings::verifyClientUrlFailOpen, true, false,
+       "admit clients when -verify-client-url cannot be reached (and when derpd's mesh-helper "
+       "cannot be asked)"},
+      {"verify-clients", &Settings::verifyClients, true, false,
        "admit only clients that the local tailscaled knows (its LocalAPI socket)"},
       {"version", &Settings::version, true, false, "print the version and exit"},
 
@@ -110,6 +114,9 @@ const std::vector<KeyDef>& keyTable() {
        "serve TLS even when the port of -a is not 443 (derper serves TLS only on 443 or with "
        "-certmode manual); the certificate comes from -certmode"},
       {"log-file", &Settings::logFile, false, false, "log to this file (empty: stderr)"},
+      {"mesh-ca-file", &Settings::meshCaFile, false, false,
+       "PEM file of the CA certificates that verify mesh peers' TLS certificates; empty: the "
+       "system's ($SSL_CERT_FILE is honoured)"},
       {"log-level", &Settings::logLevel, false, false, "trace, debug, info, warn or error"},
       {"runtime-dir", &Settings::runtimeDir, false, false,
        "directory (0700) of the control-plane sockets"},
@@ -118,6 +125,8 @@ const std::vector<KeyDef>& keyTable() {
        "DERP event-loop threads (0: one per CPU)"},
       {"user", &Settings::user, false, false,
        "system user the workers run as when derpd starts as root"},
+      {"verify-clients-socket", &Settings::verifyClientsSocket, false, false,
+       "tailscaled's LocalAPI Unix socket, for -verify-clients"},
   };
   return kKeys;
 }
@@ -893,6 +902,10 @@ Result<void> validate(const Config& cfg) {
   }
   if (!cfg.meshWith.empty() && cfg.meshPskFile.empty()) {
     return makeError("-mesh-with requires -mesh-psk-file");
+  }
+  if (auto hosts = net::parseMeshWith(cfg.meshWith); !hosts) return std::move(hosts).takeError();
+  if (cfg.verifyClients && cfg.verifyClientsSocket.empty()) {
+    return makeError("-verify-clients needs verify-clients-socket (tailscaled's LocalAPI socket)");
   }
   if (!cfg.verifyClientUrl.empty()) {
     const std::string_view u = cfg.verifyClientUrl;

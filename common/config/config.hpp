@@ -37,11 +37,13 @@ struct Settings {
   std::string hostname = "derp.tailscale.com";      // -hostname
   std::string meshPskFile;                          // -mesh-psk-file (default: search)
   std::string meshWith;                             // -mesh-with
+  std::string meshCaFile;                           // derpd: CAs for mesh peers' TLS
   std::string bootstrapDnsNames;                    // -bootstrap-dns-names
   std::string unpublishedBootstrapDnsNames;         // -unpublished-bootstrap-dns-names
   bool verifyClients = false;                       // -verify-clients
   std::string verifyClientUrl;                      // -verify-client-url
   bool verifyClientUrlFailOpen = true;              // -verify-client-url-fail-open
+  std::string verifyClientsSocket = "/var/run/tailscale/tailscaled.sock";  // derpd: LocalAPI socket
   double acceptConnectionLimit = std::numeric_limits<double>::infinity();  // conn/s
   int64_t acceptConnectionBurst = std::numeric_limits<int64_t>::max();     // Go MaxInt
   Duration tcpKeepaliveTime = std::chrono::minutes(10);  // -tcp-keepalive-time

@@ -3,12 +3,15 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "common/log/log.hpp"
 
 namespace derpd::ipc {
 
@@ -56,6 +59,26 @@ Result<void> pollChild(Channel& ch, const Handler& handler) {
     if (r.fault) return makeError(r.fault->describe());
     if (!r.more) return okResult();
   }
+}
+
+void pollChildOrExit(Channel& ch, const Handler& handler, std::string_view role) {
+  if (auto r = pollChild(ch, handler); !r) {
+    LOG_ERR("control: {}; exiting so that derpd restarts {}", r.error(), role);
+    ::_exit(1);
+  }
+}
+
+const char* readStopSignal(int sigFd) {
+  const char* stop = nullptr;
+  signalfd_siginfo si;
+  for (int i = 0; i < 64 && ::read(sigFd, &si, sizeof si) == ssize_t(sizeof si); ++i) {
+    if (si.ssi_signo == SIGHUP) {
+      LOG_INFO("SIGHUP: reloads come from derpd over the control socket; ignored");
+    } else if (!stop) {
+      stop = si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT";
+    }
+  }
+  return stop;
 }
 
 sigset_t blockChildSignals() {

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/ipc/channel.hpp"
 #include "common/ipc/role.hpp"
@@ -40,6 +41,16 @@ Result<std::unique_ptr<Channel>> connectToSupervisor(zmq::context_t& ctx, Role s
 // only when nothing is left), dispatching to `handler`. A peer fault is
 // returned as an error with PeerFault::describe(): log it and exit 1.
 Result<void> pollChild(Channel& ch, const Handler& handler);
+// pollChild for a child's control loop: a peer fault is logged ("exiting so
+// that derpd restarts <role>") and ends the process with status 1. Only
+// derpd can write to the socket, so a fault is its bug or a forgery.
+void pollChildOrExit(Channel& ch, const Handler& handler, std::string_view role);
+
+// Reads every pending signal from a signalfd of blockChildSignals()' set.
+// SIGHUP is logged as ignored (reloads come over the control socket); the
+// return value is the first SIGTERM/SIGINT read ("SIGTERM"/"SIGINT"), or
+// nullptr when none was.
+const char* readStopSignal(int sigFd);
 
 // Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and every thread
 // it starts afterwards, libzmq's included) and ignores SIGPIPE. Call first in

@@ -47,6 +47,14 @@ enum class MsgType : uint16_t {
   CertUpdate = 0x0400,         // a validated chain + key to serve
   AcmeChallenge = 0x0401,      // answer (or stop answering) an ACME challenge
   AcmeChallengeReady = 0x0402, // derp-worker -> supervisor -> cert-agent
+
+  // client verification and mesh peers: mesh-helper <-> supervisor <-> derp-worker.
+  // The supervisor answers a VerifyRequest itself ("unavailable") while
+  // mesh-helper is not ready, and keeps the last MeshPeers for a restarted
+  // derp-worker.
+  VerifyRequest = 0x0500,  // derp-worker -> supervisor -> mesh-helper
+  VerifyReply = 0x0501,    // mesh-helper (or supervisor) -> derp-worker
+  MeshPeers = 0x0502,      // mesh-helper -> supervisor -> derp-worker
 };
 
 // PascalCase name ("MetricsReport"), or "unknown" for a value not in MsgType.
@@ -63,6 +71,9 @@ constexpr std::string_view msgTypeName(MsgType t) {
     case MsgType::CertUpdate: return "CertUpdate";
     case MsgType::AcmeChallenge: return "AcmeChallenge";
     case MsgType::AcmeChallengeReady: return "AcmeChallengeReady";
+    case MsgType::VerifyRequest: return "VerifyRequest";
+    case MsgType::VerifyReply: return "VerifyReply";
+    case MsgType::MeshPeers: return "MeshPeers";
   }
   return "unknown";
 }
@@ -294,9 +305,53 @@ struct AcmeChallengeReady {
   bool operator==(const AcmeChallengeReady&) const = default;
 };
 
+// ---- client verification and mesh peers ----
+
+// May this client connect (PROTOCOL.md §5.9)? derp-worker asks after a
+// ClientInfo that is not a mesh peer's, when -verify-clients or
+// -verify-client-url is set; the connection waits (its loop does not).
+struct VerifyRequest {
+  static constexpr MsgType kType = MsgType::VerifyRequest;
+  uint64_t id = 0;       // derp-worker's, echoed in the reply
+  std::string nodeKey;   // "nodekey:<hex>"
+  std::string source;    // the client's IP address as text
+  MSGPACK_DEFINE_MAP(id, MSGPACK_NVP("node_key", nodeKey), source);
+  bool operator==(const VerifyRequest&) const = default;
+};
+
+// The answer. verdict: "allow", "deny", or "unavailable" (mesh-helper is not
+// running or has too much pending: derp-worker's fail-open setting decides).
+struct VerifyReply {
+  static constexpr MsgType kType = MsgType::VerifyReply;
+  uint64_t id = 0;
+  std::string verdict;
+  std::string reason;  // for derp-worker's log line
+  MSGPACK_DEFINE_MAP(id, verdict, reason);
+  bool operator==(const VerifyReply&) const = default;
+};
+
+// One -mesh-with entry as mesh-helper resolved it.
+struct MeshPeer {
+  std::string host;                // as configured: "name", "name:port", "[v6]:port"
+  std::vector<std::string> addrs;  // "ip:port" / "[ip]:port" to dial, in resolver order
+  std::string error;               // why addrs is empty
+  MSGPACK_DEFINE_MAP(host, addrs, error);
+  bool operator==(const MeshPeer&) const = default;
+};
+
+// Every -mesh-with entry's addresses, sent whenever one changes. derp-worker
+// (chrooted, no resolver) dials only what this says.
+struct MeshPeers {
+  static constexpr MsgType kType = MsgType::MeshPeers;
+  std::vector<MeshPeer> peers;
+  MSGPACK_DEFINE_MAP(peers);
+  bool operator==(const MeshPeers&) const = default;
+};
+
 // Every payload type, for tests, the fuzzer and docs/IPC.md.
 using AllMessages = std::tuple<Hello, Reload, Shutdown, LogReopen, Ready, MetricsReport,
                                MetricsSnapshotRequest, MetricsSnapshotReply, CertUpdate,
-                               AcmeChallenge, AcmeChallengeReady>;
+                               AcmeChallenge, AcmeChallengeReady, VerifyRequest, VerifyReply,
+                               MeshPeers>;
 
 }  // namespace derpd::ipc

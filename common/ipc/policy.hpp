@@ -37,12 +37,13 @@ inline constexpr size_t kReport = 256 * 1024;
 inline constexpr size_t kSnapshot = kMaxBodyBytes;
 inline constexpr size_t kCert = 512 * 1024;      // a chain (<= 256 KiB PEM) + key
 inline constexpr size_t kChallenge = 64 * 1024;  // a token + a challenge cert and key
+inline constexpr size_t kMeshPeers = 64 * 1024;  // -mesh-with's hosts and their addresses
 }  // namespace policy_detail
 
 // One row per (type, sender, receiver). Keep grouped as in messages.hpp.
 inline constexpr auto kPolicy = [] {
   using namespace policy_detail;
-  return std::array<PolicyRule, 43>{{
+  return std::array<PolicyRule, 49>{{
       // any -> any: Hello on every supervisor <-> child connection.
       {T::Hello, R::Supervisor, R::DerpWorker, kHello},
       {T::Hello, R::Supervisor, R::StunWorker, kHello},
@@ -95,6 +96,14 @@ inline constexpr auto kPolicy = [] {
       {T::AcmeChallenge, R::Supervisor, R::DerpWorker, kChallenge},
       {T::AcmeChallengeReady, R::DerpWorker, R::Supervisor, kSmall},
       {T::AcmeChallengeReady, R::Supervisor, R::CertAgent, kSmall},
+
+      // client verification and mesh peers: derp-worker <-> supervisor <-> mesh-helper
+      {T::VerifyRequest, R::DerpWorker, R::Supervisor, kSmall},
+      {T::VerifyRequest, R::Supervisor, R::MeshHelper, kSmall},
+      {T::VerifyReply, R::MeshHelper, R::Supervisor, kSmall},
+      {T::VerifyReply, R::Supervisor, R::DerpWorker, kSmall},
+      {T::MeshPeers, R::MeshHelper, R::Supervisor, kMeshPeers},
+      {T::MeshPeers, R::Supervisor, R::DerpWorker, kMeshPeers},
   }};
 }();
 

@@ -31,20 +31,6 @@ namespace fs = std::filesystem;
 constexpr const char* kPebble = "/usr/bin/pebble";
 constexpr const char* kInService = "TLS certificate in service for new handshakes: serial ";
 
-// A free loopback TCP port: bound on port 0, read, closed. Pebble's config
-// needs the relay's ports before derpd binds them.
-int reservePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 std::string serialHexOf(X509* x) {
   BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), nullptr);
   char* hex = BN_bn2hex(bn);
@@ -93,8 +79,8 @@ class AcmeTest : public WorkerTest {
  protected:
   void SetUp() override {
     if (::access(kPebble, X_OK) != 0) GTEST_SKIP() << "pebble not installed (apt-get install pebble)";
-    tlsPort_ = reservePort();
-    httpPort_ = reservePort();
+    tlsPort_ = reserveLoopbackPort();
+    httpPort_ = reserveLoopbackPort();
     ASSERT_GT(tlsPort_, 0);
     ASSERT_GT(httpPort_, 0);
     ASSERT_NE(tlsPort_, httpPort_);
@@ -121,8 +107,8 @@ class AcmeTest : public WorkerTest {
   // Starts (or restarts, on the same port) Pebble validating against the
   // relay's ports; certificates valid for `validitySeconds`.
   void startPebble(int validitySeconds = 3600) {
-    if (pebblePort_ == 0) pebblePort_ = reservePort();
-    const int mgmt = reservePort();
+    if (pebblePort_ == 0) pebblePort_ = reserveLoopbackPort();
+    const int mgmt = reserveLoopbackPort();
     mgmtPort_ = mgmt;
     const std::string conf = tmp().file("pebble.json");
     const std::string json =

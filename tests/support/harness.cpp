@@ -1217,6 +1217,22 @@ std::optional<double> metric(const WorkerProcess& w, const std::string& key) {
   return it->second;
 }
 
+int reserveLoopbackPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
 bool waitFor(const std::function<bool()>& pred, Millis timeout, Millis interval) {
   auto deadline = Clock::now() + timeout;
   for (int i = 0; i < 1000000; i++) {

@@ -337,6 +337,11 @@ Result<Metrics> varz(uint16_t port);
 // Value of one metric; nullopt when absent or when /debug/varz failed.
 std::optional<double> metric(const WorkerProcess& w, const std::string& key);
 
+// A free loopback TCP port: bound on port 0, read, closed (-1 on failure).
+// For the few cases where a port must be known before the server binds it
+// (Pebble's config, -mesh-with lists); everything else binds port 0 itself.
+int reserveLoopbackPort();
+
 // Polls pred every `interval` until it is true or `timeout` passes.
 bool waitFor(const std::function<bool()>& pred, Millis timeout, Millis interval = Millis(20));
 

@@ -136,5 +136,76 @@ TEST_F(RegistryCheck, ServerConsistencyCheckIsTheRegistrys) {
   server_.registry().remove(a.get());
 }
 
+// ---- mesh forwarders (PROTOCOL.md §6; derper's AddPacketForwarder,
+// RemovePacketForwarder and multiForwarder). The links are never started:
+// the registry only keeps and compares their addresses.
+class RegistryForwarders : public RegistryCheck {
+ protected:
+  RegistryForwarders()
+      : l1_(loop_, host("a"), nullptr), l2_(loop_, host("b"), nullptr), l3_(loop_, host("c"), nullptr) {}
+  static net::MeshHost host(const std::string& name) {
+    net::MeshHost h;
+    h.entry = h.host = h.dialHost = h.authority = name;
+    return h;
+  }
+  MeshLink* route(const NodePublic& k) {
+    std::shared_lock lk(server_.registry().mu);
+    return server_.registry().lookupLocked(k).forwarder;
+  }
+  MeshLink l1_, l2_, l3_;
+};
+
+TEST_F(RegistryForwarders, EarliestRegisteredLinkIsUsedUntilItGoes) {
+  Registry& reg = server_.registry();
+  const NodePublic k = crypto::NodePrivate::generate().publicKey();
+  EXPECT_EQ(route(k), nullptr);
+  reg.addForwarder(k, &l1_);
+  reg.addForwarder(k, &l1_);  // a repeated announcement changes nothing
+  EXPECT_EQ(server_.gauges().multiForwarderCreated.load(), 0u);
+  reg.addForwarder(k, &l2_);
+  reg.addForwarder(k, &l3_);
+  EXPECT_EQ(server_.gauges().multiForwarderCreated.load(), 1u);
+  EXPECT_EQ(route(k), &l1_);
+  reg.removeForwarder(k, &l2_);  // not the one in use
+  EXPECT_EQ(route(k), &l1_);
+  reg.removeForwarder(k, &l1_);
+  EXPECT_EQ(route(k), &l3_);
+  EXPECT_EQ(server_.gauges().multiForwarderDeleted.load(), 1u);
+  reg.addForwarder(k, &l1_);  // back, but after l3
+  EXPECT_EQ(route(k), &l3_);
+  reg.removeForwarders({k}, &l3_);  // l3's link broke
+  EXPECT_EQ(route(k), &l1_);
+  reg.removeForwarder(k, &l2_);  // a single forwarder, another link: derper counts it
+  EXPECT_EQ(server_.gauges().forwarderDeleteOther.load(), 1u);
+  EXPECT_EQ(route(k), &l1_);
+  {
+    std::shared_lock lk(reg.mu);
+    EXPECT_EQ(reg.remoteKeyCountLocked(), 1u);
+  }
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+  reg.removeForwarder(k, &l1_);
+  EXPECT_EQ(route(k), nullptr);
+  std::shared_lock lk(reg.mu);
+  EXPECT_EQ(reg.remoteKeyCountLocked(), 0u);
+}
+
+TEST_F(RegistryForwarders, LocalConnectionBeatsTheMesh) {
+  Registry& reg = server_.registry();
+  auto a = conn(1);  // the zero key
+  const NodePublic k = a->key();
+  reg.addForwarder(k, &l1_);
+  reg.add(a.get());
+  {
+    std::shared_lock lk(reg.mu);
+    Registry::Route r = reg.lookupLocked(k);
+    EXPECT_EQ(r.dst, a.get());
+    EXPECT_EQ(r.forwarder, nullptr);
+    EXPECT_EQ(reg.remoteKeyCountLocked(), 0u);
+  }
+  reg.remove(a.get());
+  EXPECT_EQ(route(k), &l1_);
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+}
+
 }  // namespace
 }  // namespace derpd::worker

@@ -34,6 +34,14 @@ AcmeChallenge sample(AcmeChallenge*) {
   return AcmeChallenge{true, "tls-alpn-01", "derp.example.com", "tok-en_1", "", "CERT", "KEY"};
 }
 AcmeChallengeReady sample(AcmeChallengeReady*) { return AcmeChallengeReady{"tok-en_1", false, "bad key"}; }
+VerifyRequest sample(VerifyRequest*) {
+  return VerifyRequest{77, "nodekey:" + std::string(64, 'a'), "2001:db8::1"};
+}
+VerifyReply sample(VerifyReply*) { return VerifyReply{77, "deny", "admission controller: 500 Internal Server Error"}; }
+MeshPeers sample(MeshPeers*) {
+  return MeshPeers{{MeshPeer{"derp2.example.com", {"192.0.2.2:443", "[2001:db8::2]:443"}, ""},
+                    MeshPeer{"derp3.example.com:8443", {}, "no such host"}}};
+}
 MetricsSnapshotReply sample(MetricsSnapshotReply*) {
   return MetricsSnapshotReply{{RoleMetrics{Role::Supervisor,
                                            {metric("derpd_role_up", 1, MetricType::Gauge,

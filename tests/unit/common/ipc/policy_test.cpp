@@ -56,6 +56,7 @@ TEST(IpcPolicy, SizeLimits) {
   EXPECT_EQ(maxBodyFor(Role::DerpWorker), kMaxBodyBytes);
   EXPECT_EQ(maxBodyFor(Role::Supervisor), 512u * 1024u);  // CertUpdate from cert-agent
   EXPECT_EQ(maxBodyFor(Role::CertAgent), 4096u);          // Reload, AcmeChallengeReady
+  EXPECT_EQ(maxBodyFor(Role::MeshHelper), 4096u);         // Reload, VerifyRequest
   EXPECT_EQ(maxBodyFor(Role::StunWorker), 4096u);  // Reload
 }
 
