@@ -163,10 +163,22 @@ bool Conn::tlsHandshake() {
 
 bool Conn::readSome() {
   uint8_t* buf = loop_.readBuf();
-  // Plain sockets: a bounded number of reads per event (level-triggered
-  // epoll comes back for the rest). TLS: read until OpenSSL wants more from
-  // the socket, since bytes it already decrypted would not wake epoll.
-  for (int i = 0; ssl_ || i < 16; ++i) {
+  // A bounded number of reads per wake-up, so one fast sender cannot starve
+  // the loop's other connections (and mesh links). Level-triggered epoll
+  // comes back for what is left in the socket; what OpenSSL has already
+  // decrypted would not wake it, so that is picked up by a posted task.
+  constexpr int kReadsPerWakeup = 16;
+  for (int i = 0;; ++i) {
+    if (i == kReadsPerWakeup) {
+      if (ssl_ && SSL_has_pending(ssl_)) {
+        Loop* l = &loop_;
+        uint64_t num = connNum_;
+        loop_.post([l, num] {
+          if (Conn* c = l->findConn(num)) c->onIo(EPOLLIN);
+        });
+      }
+      return true;
+    }
     ssize_t n;
     if (ssl_) {
       ERR_clear_error();
@@ -638,7 +650,9 @@ void Conn::deliver(const NodePublic& dst, const NodePublic& src, ByteView packet
       // Elsewhere in the region (PROTOCOL.md §6): one hop over our own link.
       // A ForwardPacket is never forwarded again.
       st.forwardedOut.add();
-      r.forwarder->forward(src, dst, packet);
+      if (r.forwarder->forward(src, dst, packet, loop_, connNum_) == MeshLink::Forward::Paused) {
+        readPaused_ = true;  // resumed by the link once its backlog has gone out
+      }
       return;
     }
     if (!r.dst) {

@@ -20,6 +20,7 @@
 #include "common/proto/derp/client_info.hpp"
 #include "common/proto/http/http.hpp"
 #include "common/tls/certs.hpp"
+#include "client_conn.hpp"
 #include "registry.hpp"
 #include "server.hpp"
 
@@ -297,9 +298,14 @@ void MeshLink::closeSocket() {
   out_.clear();
   outOff_ = 0;
   writeStallSince_ = {};
-  std::lock_guard g(qmu_);
-  accepting_ = false;
-  backlog_.clear();
+  std::vector<std::pair<Loop*, uint64_t>> senders;
+  {
+    std::lock_guard g(qmu_);
+    accepting_ = false;
+    backlog_.clear();
+    senders.swap(pausedSenders_);
+  }
+  resume(senders);  // their next packets for this link are dropped
 }
 
 void MeshLink::dropLearned() {
@@ -564,34 +570,59 @@ void MeshLink::onFrame(const derp::Frame& f) {
   }
 }
 
-bool MeshLink::forward(const NodePublic& src, const NodePublic& dst, ByteView packet) {
+MeshLink::Forward MeshLink::forward(const NodePublic& src, const NodePublic& dst, ByteView packet,
+                                    Loop& senderLoop, uint64_t senderNum) {
   bool post = false;
+  bool paused = false;
   {
     std::lock_guard g(qmu_);
-    if (!accepting_ || backlog_.size() >= kMaxBacklogBytes) {
+    if (!accepting_ || backlog_.size() + packet.size() > kMaxBacklogBytes) {
       forwardDrops_.fetch_add(1, std::memory_order_relaxed);
-      return false;
+      return Forward::Dropped;
     }
     derp::appendForwardPacket(backlog_, src, dst, packet);
+    if (backlog_.size() >= kBacklogHighWater) {
+      pausedSenders_.emplace_back(&senderLoop, senderNum);
+      paused = true;
+    }
     post = !pullScheduled_;
     pullScheduled_ = true;
   }
   if (post) loop_.post([this] { pullBacklog(); });
-  return true;
+  return paused ? Forward::Paused : Forward::Queued;
+}
+
+std::vector<std::pair<Loop*, uint64_t>> MeshLink::takeBacklogLocked() {
+  if (out_.empty()) {
+    out_.swap(backlog_);
+  } else {
+    out_.insert(out_.end(), backlog_.begin(), backlog_.end());
+    backlog_.clear();
+  }
+  std::vector<std::pair<Loop*, uint64_t>> senders;
+  senders.swap(pausedSenders_);
+  return senders;
+}
+
+void MeshLink::resume(const std::vector<std::pair<Loop*, uint64_t>>& senders) {
+  for (const auto& [loop, num] : senders) {
+    Loop* l = loop;
+    uint64_t n = num;
+    l->post([l, n] {
+      if (Conn* c = l->findConn(n)) c->resumeReading();
+    });
+  }
 }
 
 void MeshLink::pullBacklog() {
+  std::vector<std::pair<Loop*, uint64_t>> senders;
   {
     std::lock_guard g(qmu_);
     pullScheduled_ = false;
     if (fd_ < 0 || phase_ != Phase::Up || out_.size() - outOff_ >= kOutHighWater) return;
-    if (out_.empty()) {
-      out_.swap(backlog_);
-    } else {
-      out_.insert(out_.end(), backlog_.begin(), backlog_.end());
-      backlog_.clear();
-    }
+    senders = takeBacklogLocked();
   }
+  resume(senders);
   flushOut();
   if (fd_ >= 0) updateInterest();
 }
@@ -625,9 +656,13 @@ void MeshLink::flushOut() {
     outOff_ = 0;
     writeStallSince_ = {};
     if (phase_ != Phase::Up) return;
-    std::lock_guard g(qmu_);
-    if (backlog_.empty()) return;
-    out_.swap(backlog_);
+    std::vector<std::pair<Loop*, uint64_t>> senders;
+    {
+      std::lock_guard g(qmu_);
+      if (backlog_.empty() && pausedSenders_.empty()) return;
+      senders = takeBacklogLocked();
+    }
+    resume(senders);
   }
 }
 

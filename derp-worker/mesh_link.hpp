@@ -57,8 +57,12 @@ class MeshLink {
   static constexpr auto kWriteTimeout = std::chrono::seconds(5);    // derper's ForwardPacket write timer
   // No frame at all (the peer sends a KeepAlive every 60-65 s): the link is dead.
   static constexpr auto kReadIdleTimeout = std::chrono::seconds(130);
-  // ForwardPackets waiting for the socket; beyond this a packet is dropped
-  // (derper blocks the sender for up to kWriteTimeout instead).
+  // ForwardPackets waiting for the socket. Above the high-water mark the
+  // sender stops reading until the link has taken the backlog (derper
+  // blocks the sender on the link's write); a packet that would take the
+  // backlog past the hard cap is dropped (a sender already paused cannot add
+  // more, so only many senders at once can get there).
+  static constexpr size_t kBacklogHighWater = 1 << 20;
   static constexpr size_t kMaxBacklogBytes = 4 << 20;
 
   // `sslCtx`: a client context with the mesh trust store (shared by all links).
@@ -80,8 +84,14 @@ class MeshLink {
   void stop();
 
   // Any thread, registry lock held (shared or exclusive): queue a
-  // ForwardPacket. False when dropped (the link is down or backlogged).
-  bool forward(const NodePublic& src, const NodePublic& dst, ByteView packet);
+  // ForwardPacket from the connection `senderNum` on `senderLoop`.
+  // Queued: done. Paused: queued, and the backlog is over the high-water
+  // mark: the sender must stop reading; the link posts
+  // Conn::resumeReading() to it once the backlog has gone to the socket (or
+  // the link went down). Dropped: the link is not up, or at its hard cap.
+  enum class Forward { Queued, Paused, Dropped };
+  Forward forward(const NodePublic& src, const NodePublic& dst, ByteView packet, Loop& senderLoop,
+                  uint64_t senderNum);
 
   // Counters (any thread).
   uint64_t connects() const { return connects_.load(std::memory_order_relaxed); }
@@ -110,8 +120,10 @@ class MeshLink {
   bool handleHttpResponse();
   void sendHandshakeBytes(Bytes bytes);
   void flushOut();
-  void schedulePull();
   void pullBacklog();
+  // Moves the backlog to out_ (qmu_ held); returns the senders to resume.
+  std::vector<std::pair<Loop*, uint64_t>> takeBacklogLocked();
+  static void resume(const std::vector<std::pair<Loop*, uint64_t>>& senders);
   void updateInterest();
 
   Loop& loop_;
@@ -147,6 +159,7 @@ class MeshLink {
   // Cross-thread: ForwardPacket frames waiting for the loop.
   std::mutex qmu_;
   Bytes backlog_;
+  std::vector<std::pair<Loop*, uint64_t>> pausedSenders_;  // (loop, connection number)
   bool pullScheduled_ = false;
   bool accepting_ = false;  // Up: forward() queues; else it drops
 

@@ -1,7 +1,7 @@
 // derpd-bench: load generator for derpd (and derper). Today: `stun`, batched
-// Tailscale binding requests against a STUN server. The DERP modes (pairs,
-// paced rate, idle connections, connect rate) arrive with the performance
-// work. Every run is bounded in time and, by default, may only target
+// Tailscale binding requests against a STUN server, and `derp`, pairs of
+// clients relaying through one server or across a mesh. Paced multi-server
+// runs, idle connections and connect rate arrive with the performance work. Every run is bounded in time and, by default, may only target
 // loopback addresses.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "common/config/go_flags.hpp"
+#include "common/client/transport.hpp"
 #include "common/net/listener.hpp"
+#include "derp_load.hpp"
 #include "stun_load.hpp"
 
 using namespace derpd;
@@ -26,6 +28,11 @@ struct Options {
   int serverPid = -1;
   bool allowNonLoopback = false;
   bool help = false;
+  // derp
+  std::string from, to, caFile;
+  int pairs = 1;
+  int size = 1000;
+  int rate = 0;
 };
 
 const config::GoFlagTable<Options>& flags() {
@@ -43,6 +50,15 @@ const config::GoFlagTable<Options>& flags() {
          auto i = config::flagInt(v); if (!i || *i <= 0) return makeError("want a pid"); o.serverPid = *i; return {}; }}},
       {"allow-non-loopback", {true, [](Options& o, const std::string& v) -> Result<void> {
          auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.allowNonLoopback = *b; return {}; }}},
+      {"from", {false, [](Options& o, const std::string& v) -> Result<void> { o.from = v; return {}; }}},
+      {"to", {false, [](Options& o, const std::string& v) -> Result<void> { o.to = v; return {}; }}},
+      {"ca-file", {false, [](Options& o, const std::string& v) -> Result<void> { o.caFile = v; return {}; }}},
+      {"pairs", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.pairs = *i; return {}; }}},
+      {"size", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.size = *i; return {}; }}},
+      {"rate", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.rate = *i; return {}; }}},
       {"h", {true, [](Options& o, const std::string&) -> Result<void> { o.help = true; return {}; }}},
       {"help", {true, [](Options& o, const std::string&) -> Result<void> { o.help = true; return {}; }}},
   };
@@ -57,6 +73,21 @@ Modes:
           64); a request unanswered for 200 ms counts as lost. Prints
           requests sent, answers per second, losses, and the CPU time of
           -server-pid and of derpd-bench itself.
+
+  derp    -pairs sender/receiver client pairs: senders on -from, receivers
+          on -to (the same URL: local relaying; another node of a mesh:
+          forwarding). Each sender sends -size byte packets at full speed or
+          -rate per second for -duration. Prints packets sent and delivered,
+          loss, throughput, and one-way latency (p50/p99/max) measured with
+          the send time carried in each packet.
+
+Flags (derp):
+  -from URL, -to URL    http(s)://host:port/derp of the two servers
+  -ca-file FILE         CA (PEM) that verifies their TLS certificates
+  -pairs N              1..256 (default 1)
+  -size N               packet bytes, 16..65536 (default 1000)
+  -rate N               packets per second per sender; 0 = full speed (default)
+  -duration D           how long to send (default 5s, at most 10m)
 
 Flags (stun):
   -target HOST:PORT     STUN server (default 127.0.0.1:3478); an IP address
@@ -74,6 +105,47 @@ bool isLoopback(const std::string& host) {
   if (::inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
   in6_addr a6{};
   return ::inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+int runDerp(const Options& o) {
+  if (o.from.empty() || o.to.empty()) {
+    std::fprintf(stderr, "derpd-bench: derp needs -from and -to\n");
+    return 2;
+  }
+  for (const std::string& u : {o.from, o.to}) {
+    auto pu = client::parseUrl(u);
+    if (!pu) {
+      std::fprintf(stderr, "derpd-bench: %s: %s\n", u.c_str(), pu.error().c_str());
+      return 2;
+    }
+    if (!o.allowNonLoopback && !isLoopback(pu->host) && pu->host != "localhost") {
+      std::fprintf(stderr, "derpd-bench: %s is not on a loopback address (see -allow-non-loopback)\n", u.c_str());
+      return 2;
+    }
+  }
+  bench::DerpLoadOptions d;
+  d.fromUrl = o.from;
+  d.toUrl = o.to;
+  d.caFile = o.caFile;
+  d.pairs = o.pairs;
+  d.size = size_t(std::max(o.size, 0));
+  d.rate = o.rate;
+  d.duration = o.duration;
+  auto r = bench::runDerpLoad(d);
+  if (!r) {
+    std::fprintf(stderr, "derpd-bench: %s\n", r.error().c_str());
+    return 1;
+  }
+  const auto& x = *r;
+  const double lossPct = x.sent ? 100.0 * double(x.sent - std::min(x.sent, x.delivered)) / double(x.sent) : 0;
+  std::printf("derp %s -> %s: %d pair(s), %d-byte packets, %s, %.2f s\n", o.from.c_str(), o.to.c_str(), o.pairs,
+              o.size, o.rate > 0 ? (std::to_string(o.rate) + " pkt/s per sender").c_str() : "full speed", x.seconds);
+  std::printf("sent %llu, delivered %llu (%.0f pkt/s, %.1f MB/s), lost %.2f %%\n", (unsigned long long)x.sent,
+              (unsigned long long)x.delivered, double(x.delivered) / x.seconds,
+              double(x.delivered) * double(o.size) / x.seconds / 1e6, lossPct);
+  std::printf("latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", x.p50Ms, x.p99Ms, x.maxMs);
+  std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
+  return x.delivered > 0 ? 0 : 1;
 }
 
 int runStun(const Options& o) {
@@ -138,6 +210,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (mode == "stun") return runStun(o);
+  if (mode == "derp") return runDerp(o);
   std::fprintf(stderr, "derpd-bench: unknown mode \"%s\" (run derpd-bench --help)\n", mode.c_str());
   return 2;
 }

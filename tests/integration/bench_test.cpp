@@ -1,6 +1,7 @@
-// derpd-bench's STUN mode against the real stun-worker: it runs for the
-// given time, gets answers, reports the server's CPU time, and refuses a
-// target outside loopback. (Figures go to BENCHMARKS.md, never asserted.)
+// derpd-bench against the real servers: STUN mode against stun-worker (it
+// runs for the given time, gets answers, reports the server's CPU time) and
+// DERP pairs mode against derp-worker; both refuse a target outside
+// loopback. (Figures go to BENCHMARKS.md, never asserted.)
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,6 +50,26 @@ TEST_F(BenchTest, RefusesANonLoopbackTarget) {
   int rc = runCommand(binDir() + "/derpd-bench stun -target 192.0.2.1:3478 -duration 100ms", &out);
   EXPECT_EQ(rc, 2) << out;
   EXPECT_NE(out.find("not a loopback address"), std::string::npos) << out;
+}
+
+TEST_F(BenchTest, DerpModeRelaysPairsAndReportsLatency) {
+  WorkerConfig cfg;
+  WorkerProcess* w = startWorker(cfg);
+  ASSERT_NE(w, nullptr);
+  const std::string url = "http://127.0.0.1:" + std::to_string(w->port()) + "/derp";
+  std::string out;
+  int rc = runCommand(binDir() + "/derpd-bench derp -from " + url + " -to " + url +
+                          " -pairs 2 -size 200 -rate 500 -duration 500ms",
+                      &out);
+  EXPECT_EQ(rc, 0) << out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("delivered ([0-9]+) \\(")) && std::stoull(m[1]) > 0) << out;
+  EXPECT_NE(out.find("latency p50 "), std::string::npos) << out;
+  EXPECT_TRUE(waitForMetric(*w, "derp_packets_sent", [](double v) { return v > 100; }));
+  out.clear();
+  rc = runCommand(binDir() + "/derpd-bench derp -from https://192.0.2.1/derp -to " + url + " -duration 100ms", &out);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("not on a loopback address"), std::string::npos) << out;
 }
 
 TEST_F(BenchTest, NoAnswerIsAFailure) {

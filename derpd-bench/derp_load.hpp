@@ -1,0 +1,37 @@
+// derpd-bench's DERP pairs load: N pairs of clients, each sender connected
+// to -from and its receiver to -to (the same URL: local relaying; another
+// node of a mesh: forwarding). Senders send packets of -size bytes at full
+// speed or paced to -rate per second; each packet carries its sequence
+// number and send time, so the receiver (same process, same clock) measures
+// one-way latency and loss. Bounded in time. Included by derpd-bench only.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "common/util/result.hpp"
+
+namespace derpd::bench {
+
+struct DerpLoadOptions {
+  std::string fromUrl;  // senders' server
+  std::string toUrl;    // receivers' server
+  std::string caFile;   // TLS: CA to trust ("" = system)
+  int pairs = 1;
+  size_t size = 1000;   // packet bytes (>= 16: sequence number + timestamp)
+  int rate = 0;         // packets/s per sender; 0 = as fast as the connection takes them
+  std::chrono::milliseconds duration{5000};
+};
+
+struct DerpLoadResult {
+  uint64_t sent = 0;
+  uint64_t delivered = 0;
+  double seconds = 0;            // sending time
+  double p50Ms = 0, p99Ms = 0, maxMs = 0;  // one-way latency of delivered packets
+  double ownCpuSeconds = 0;
+};
+
+Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& opts);
+
+}  // namespace derpd::bench
