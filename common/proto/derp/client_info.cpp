@@ -2,26 +2,20 @@
 //
 // Parsing goes through nlohmann's SAX interface (no DOM for untrusted input,
 // nesting depth bounded). nlohmann is stricter than Go in a few places and
-// laxer in others, so the input first goes through normalizeForGo():
-//  - Go replaces invalid UTF-8 (per byte) and unpaired surrogate escapes with
-//    U+FFFD; nlohmann rejects both. The pre-pass does Go's replacement.
-//  - Go accepts numbers of any magnitude in values it skips; nlohmann rejects
-//    those that overflow a double. The pre-pass rewrites such a number to
-//    0.0, which keeps every decision (skipped: accepted; into an int:
-//    rejected, as Go's ParseInt fails too).
-//  - nlohmann stops at a NUL byte and skips a leading UTF-8 BOM; Go rejects
-//    both. The pre-pass rejects them.
-#include "common/util/go_json.hpp"
+// laxer in others, so the input first goes through normalizeGoJson()
+// (common/util/go_json.hpp). A number it rewrites to 0.0 because it
+// overflows a double keeps every decision here (skipped: accepted; into an
+// int: rejected, as Go's ParseInt fails too).
 #include "common/proto/derp/client_info.hpp"
 
-#include <clocale>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
+
+#include "common/util/go_json.hpp"
 
 namespace derpd::derp {
 
@@ -29,137 +23,6 @@ namespace {
 
 constexpr size_t kMaxJsonLen = 256 * 1024;
 constexpr int kMaxDepth = 64;
-
-int hexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// The code unit of a "\uXXXX" escape at s[i], or -1.
-int uEscape(std::string_view s, size_t i) {
-  if (i + 6 > s.size() || s[i] != '\\' || s[i + 1] != 'u') return -1;
-  int v = 0;
-  for (size_t k = 2; k < 6; ++k) {
-    int d = hexDigit(s[i + k]);
-    if (d < 0) return -1;
-    v = v << 4 | d;
-  }
-  return v;
-}
-
-bool isJsonNumber(std::string_view t) {
-  size_t i = 0;
-  auto digit = [&](size_t k) { return k < t.size() && t[k] >= '0' && t[k] <= '9'; };
-  if (i < t.size() && t[i] == '-') ++i;
-  if (!digit(i)) return false;
-  if (t[i] == '0') {
-    ++i;
-  } else {
-    while (digit(i)) ++i;
-  }
-  if (i < t.size() && t[i] == '.') {
-    ++i;
-    if (!digit(i)) return false;
-    while (digit(i)) ++i;
-  }
-  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
-    ++i;
-    if (i < t.size() && (t[i] == '+' || t[i] == '-')) ++i;
-    if (!digit(i)) return false;
-    while (digit(i)) ++i;
-  }
-  return i == t.size();
-}
-
-// Whether nlohmann would reject this number token as overflowing a double.
-// Mirrors its lexer: '.' becomes the locale's decimal point, then strtod.
-bool overflowsDouble(std::string_view t) {
-  const bool hasExp = t.find_first_of("eE") != std::string_view::npos;
-  if (!hasExp && t.size() <= 300) return false;  // < 1e300 without an exponent
-  std::string buf(t);
-  const lconv* lc = std::localeconv();
-  const char dp = (lc && lc->decimal_point && *lc->decimal_point) ? *lc->decimal_point : '.';
-  for (char& c : buf) {
-    if (c == '.') c = dp;
-  }
-  return !std::isfinite(std::strtod(buf.c_str(), nullptr));
-}
-
-// See the file comment. Returns the (possibly rewritten) text in `out` and
-// sets `changed`; fails on a NUL byte or a leading BOM.
-Result<void> normalizeForGo(std::string_view in, std::string& out, bool& changed) {
-  changed = false;
-  if (in.substr(0, 3) == "\xEF\xBB\xBF") return makeError("invalid character (BOM)");
-  auto ensureCopy = [&](size_t upTo) {
-    if (!changed) {
-      out.assign(in.data(), upTo);
-      changed = true;
-    }
-  };
-  bool inString = false;
-  size_t i = 0;
-  while (i < in.size()) {
-    const char c = in[i];
-    if (c == '\0') return makeError("invalid character (NUL)");
-    if (static_cast<unsigned char>(c) >= 0x80) {
-      const size_t n = utf8SeqLen(in, i);
-      if (n == 0) {
-        ensureCopy(i);
-        out += "\xEF\xBF\xBD";
-        ++i;
-      } else {
-        if (changed) out.append(in.data() + i, n);
-        i += n;
-      }
-      continue;
-    }
-    if (inString) {
-      if (c == '"') {
-        inString = false;
-      } else if (c == '\\' && i + 1 < in.size()) {
-        const int u = uEscape(in, i);
-        if (u >= 0xD800 && u <= 0xDFFF) {
-          const int lo = uEscape(in, i + 6);
-          if (u <= 0xDBFF && lo >= 0xDC00 && lo <= 0xDFFF) {
-            if (changed) out.append(in.data() + i, 12);
-            i += 12;
-          } else {
-            ensureCopy(i);
-            out += "\\ufffd";
-            i += 6;
-          }
-          continue;
-        }
-        // Any other escape: keep both bytes so an escaped quote is skipped.
-        if (changed) out.append(in.data() + i, 2);
-        i += 2;
-        continue;
-      }
-    } else if (c == '"') {
-      inString = true;
-    } else if (c == '-' || (c >= '0' && c <= '9')) {
-      size_t j = i;
-      while (j < in.size() && in[j] != '\0' && std::strchr("0123456789.eE+-", in[j]) != nullptr) {
-        ++j;
-      }
-      const std::string_view tok = in.substr(i, j - i);
-      if (isJsonNumber(tok) && overflowsDouble(tok)) {
-        ensureCopy(i);
-        out += "0.0";
-      } else if (changed) {
-        out.append(tok);
-      }
-      i = j;
-      continue;
-    }
-    if (changed) out += c;
-    ++i;
-  }
-  return okResult();
-}
-
 
 // One known field of the target struct.
 struct FieldSpec {
@@ -290,10 +153,9 @@ class FieldsHandler {
 
 Result<void> decodeObject(std::string_view json, std::span<const FieldSpec> fields) {
   if (json.size() > kMaxJsonLen) return makeError("JSON too large");
-  std::string normalized;
-  bool changed = false;
-  if (auto r = normalizeForGo(json, normalized, changed); !r) return r;
-  const std::string_view text = changed ? std::string_view(normalized) : json;
+  GoJsonNormalized normalized;
+  if (auto r = normalizeGoJson(json, normalized); !r) return r;
+  const std::string_view text = normalized.changed ? std::string_view(normalized.text) : json;
   FieldsHandler handler(fields);
   bool ok = false;
   try {
