@@ -102,9 +102,7 @@ class Agent::Responder final : public ChallengeResponder {
 };
 
 Agent::Agent(Options opts, CertDir dir, std::string eabKey, ipc::Channel& ch)
-    : opts_(std::move(opts)), dir_(std::move(dir)), eabKey_(std::move(eabKey)), ch_(ch) {
-  wakeFd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-}
+    : opts_(std::move(opts)), dir_(std::move(dir)), eabKey_(std::move(eabKey)), ch_(ch) {}
 
 Agent::~Agent() {
   cancel_ = true;
@@ -114,7 +112,6 @@ Agent::~Agent() {
     stopCv_.notify_all();
   }
   if (acme_.joinable()) acme_.join();
-  if (wakeFd_ >= 0) ::close(wakeFd_);
   std::fill(eabKey_.begin(), eabKey_.end(), '\0');
 }
 
@@ -128,29 +125,9 @@ static void sendOrLog(ipc::Channel& ch, const Msg& msg) {
 
 void Agent::sendToSupervisor(const auto& msg) { sendOrLog(ch_, msg); }
 
-void Agent::post(std::function<void()> fn) {
-  {
-    std::lock_guard lock(mu_);
-    posted_.push_back(std::move(fn));
-  }
-  uint64_t one = 1;
-  (void)!::write(wakeFd_, &one, sizeof one);
-}
+void Agent::post(std::function<void()> fn) { posted_.post(std::move(fn)); }
 
-void Agent::drainPosted() {
-  uint64_t n;
-  (void)!::read(wakeFd_, &n, sizeof n);
-  for (;;) {
-    std::function<void()> fn;
-    {
-      std::lock_guard lock(mu_);
-      if (posted_.empty()) return;
-      fn = std::move(posted_.front());
-      posted_.pop_front();
-    }
-    fn();
-  }
-}
+void Agent::drainPosted() { posted_.drain(); }
 
 void Agent::deliver(const tls::CertBundle& b, const std::string& source) {
   ipc::CertUpdate msg{b.chainPem, b.keyPem, b.info.serialHex, b.info.notAfter, source};
@@ -387,7 +364,7 @@ int Agent::run(int sigFd) {
     if (settleUntil != Clock::time_point{}) wake = std::min(wake, settleUntil);
     int timeout = int(std::clamp<int64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(wake - Clock::now()).count(), 0, 1000));
-    std::array<pollfd, 4> pfds = {{{sigFd, POLLIN, 0}, {ch_.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0},
+    std::array<pollfd, 4> pfds = {{{sigFd, POLLIN, 0}, {ch_.fd(), POLLIN, 0}, {posted_.fd(), POLLIN, 0},
                                    {dir_.watchFd(), POLLIN, 0}}};
     const nfds_t n = dir_.watchFd() >= 0 ? 4 : 3;
     if (::poll(pfds.data(), n, timeout) < 0 && errno != EINTR) {

@@ -29,6 +29,7 @@
 #include "acme_client.hpp"
 #include "cert_dir.hpp"
 #include "common/ipc/channel.hpp"
+#include "common/util/post_queue.hpp"
 #include "common/ipc/messages.hpp"
 #include "common/tls/certs.hpp"
 #include "options.hpp"
@@ -79,12 +80,11 @@ class Agent {
   CertDir dir_;
   std::string eabKey_;
   ipc::Channel& ch_;
-  int wakeFd_ = -1;  // eventfd: the ACME thread posted something
+  PostQueue posted_;  // from the ACME thread
   bool stop_ = false;
 
   std::mutex mu_;  // guards everything below
   std::optional<tls::CertInfo> inService_;
-  std::deque<std::function<void()>> posted_;
   std::map<std::string, std::optional<ipc::AcmeChallengeReady>> challengeAnswers_;  // by token
   std::condition_variable answerCv_;
   std::condition_variable stopCv_;

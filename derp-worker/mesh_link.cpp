@@ -308,7 +308,14 @@ void MeshLink::closeSocket() {
   resume(senders);  // their next packets for this link are dropped
 }
 
+void MeshLink::applyAnnouncements() {
+  if (announcements_.empty()) return;
+  loop_.server().registry().applyAnnouncements(announcements_, this);
+  announcements_.clear();
+}
+
 void MeshLink::dropLearned() {
+  applyAnnouncements();  // so that what learned_ says is what the registry holds
   if (learned_.empty()) return;
   LOG_INFO("{}: dropping the {} forwarding entr{} learned on this link", name_, learned_.size(),
            learned_.size() == 1 ? "y" : "ies");
@@ -452,6 +459,7 @@ bool MeshLink::feedFrames(ByteView in) {
     onFrame(f);
     return fd_ >= 0;
   });
+  applyAnnouncements();
   if (fd_ < 0) return false;
   if (!fr) {
     fail("bad frame: " + fr.error());
@@ -537,7 +545,6 @@ void MeshLink::onFrame(const derp::Frame& f) {
     case Phase::Up: break;
     default: return;
   }
-  Registry& reg = srv.registry();
   switch (f.type) {
     case FrameType::PeerPresent: {
       auto p = derp::parsePeerPresent(f.payload);
@@ -546,7 +553,7 @@ void MeshLink::onFrame(const derp::Frame& f) {
         return;
       }
       if (learned_.insert(p->key).second) learnedCount_.store(learned_.size(), std::memory_order_relaxed);
-      reg.addForwarder(p->key, this);
+      announcements_.emplace_back(p->key, true);
       return;
     }
     case FrameType::PeerGone: {
@@ -559,7 +566,7 @@ void MeshLink::onFrame(const derp::Frame& f) {
         LOG_DEBUG("{}: peer {} not connected to {}", name_, g->key.shortString(), serverKey_.shortString());
       }
       if (learned_.erase(g->key)) learnedCount_.store(learned_.size(), std::memory_order_relaxed);
-      reg.removeForwarder(g->key, this);
+      announcements_.emplace_back(g->key, false);
       return;
     }
     case FrameType::Restarting:

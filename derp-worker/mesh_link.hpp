@@ -112,13 +112,13 @@ class MeshLink {
   void fail(const std::string& why);
   void closeSocket();
   void dropLearned();
+  void applyAnnouncements();  // hands announcements_ to the registry
   void step();          // drives the dial phases as far as possible
   bool tlsStep();
   bool readAvailable();  // reads into in_; false on EOF or error (already failed)
   bool feedFrames(ByteView in);  // false when the link failed meanwhile
   void onFrame(const derp::Frame& f);
   bool handleHttpResponse();
-  void sendHandshakeBytes(Bytes bytes);
   void flushOut();
   void pullBacklog();
   // Moves the backlog to out_ (qmu_ held); returns the senders to resume.
@@ -154,6 +154,9 @@ class MeshLink {
   Bytes out_;
   size_t outOff_ = 0;
   std::unordered_set<NodePublic, crypto::NodePublicHash> learned_;
+  // PeerPresent (true) / PeerGone (false) read but not yet in the registry:
+  // applied once per read batch.
+  std::vector<std::pair<NodePublic, bool>> announcements_;
   std::string lastFailure_;  // repeated identical failures log at debug
 
   // Cross-thread: ForwardPacket frames waiting for the loop.

@@ -44,6 +44,21 @@ void Registry::leftRegionLocked(const NodePublic& key) {
 
 void Registry::addForwarder(const NodePublic& key, MeshLink* link) {
   std::unique_lock lk(mu);
+  addForwarderLocked(key, link);
+}
+
+void Registry::applyAnnouncements(const std::vector<std::pair<NodePublic, bool>>& updates, MeshLink* link) {
+  std::unique_lock lk(mu);
+  for (const auto& [key, present] : updates) {
+    if (present) {
+      addForwarderLocked(key, link);
+    } else {
+      removeForwarderLocked(key, link);
+    }
+  }
+}
+
+void Registry::addForwarderLocked(const NodePublic& key, MeshLink* link) {
   std::vector<MeshLink*>& links = forwarders_[key];
   if (std::find(links.begin(), links.end(), link) != links.end()) return;  // a repeated announcement
   if (links.size() == 1) gauges_.multiForwarderCreated.fetch_add(1);

@@ -55,6 +55,10 @@ class Registry {
   void removeForwarder(const NodePublic& key, MeshLink* link);
   // The link broke: every key it announced is removed as above.
   void removeForwarders(const std::vector<NodePublic>& keys, MeshLink* link);
+  // A batch of announcements read on one link, in order (true: PeerPresent,
+  // false: PeerGone), under one exclusive lock: a peer's flood of
+  // PeerPresent after WatchConns does not take the lock once per key.
+  void applyAnnouncements(const std::vector<std::pair<NodePublic, bool>>& updates, MeshLink* link);
   // A ForwardPacket from `src` (a key elsewhere in the region) reached local
   // connection `dstConnNum` of `dst`: PeerGone(src) goes to it when src
   // leaves the region. Caller holds mu shared; recorded only for a src the
@@ -108,6 +112,7 @@ class Registry {
   void notifyGoneLocked(const NodePublic& key, const SentMap& sent);
   // key left the region (no local conn, no forwarder): tell whom it sent to.
   void leftRegionLocked(const NodePublic& key);
+  void addForwarderLocked(const NodePublic& key, MeshLink* link);
   void removeForwarderLocked(const NodePublic& key, MeshLink* link);
 
   ServerGauges& gauges_;

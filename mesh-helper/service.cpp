@@ -51,12 +51,10 @@ Service::~Service() {
   cv_.notify_all();
   for (auto& t : workers_) t.join();
   resolver_.reset();
-  if (wakeFd_ >= 0) ::close(wakeFd_);
 }
 
 Result<void> Service::start() {
-  wakeFd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wakeFd_ < 0) return makeError(std::string("eventfd: ") + std::strerror(errno));
+  if (posted_.fd() < 0) return makeError(std::string("eventfd: ") + std::strerror(errno));
   if (verifier_.enabled()) {
     for (int i = 0; i < opts_.workers; ++i) workers_.emplace_back([this] { worker(); });
     LOG_INFO("verifying clients:{}{} ({} workers)",
@@ -75,36 +73,14 @@ Result<void> Service::start() {
       for (const ipc::MeshPeer& p : peers.peers) {
         if (!p.error.empty()) LOG_WARN("mesh peer {}: {}", p.host, p.error);
       }
-      post([peers](ipc::Channel& ch) {
-        ipc::SendResult r = ch.send(ipc::Role::Supervisor, peers);
+      posted_.post([this, peers] {
+        ipc::SendResult r = ch_.send(ipc::Role::Supervisor, peers);
         if (!r.ok()) LOG_WARN("MeshPeers: {}", r.error);
       });
     });
     resolver_->start();
   }
   return okResult();
-}
-
-void Service::post(std::function<void(ipc::Channel&)> send) {
-  {
-    std::lock_guard g(mu_);
-    outbox_.push_back(std::move(send));
-  }
-  uint64_t one = 1;
-  ssize_t n = ::write(wakeFd_, &one, sizeof one);
-  (void)n;  // EAGAIN: a wake-up is already pending
-}
-
-void Service::sendPosted() {
-  uint64_t v;
-  ssize_t n = ::read(wakeFd_, &v, sizeof v);
-  (void)n;
-  std::vector<std::function<void(ipc::Channel&)>> out;
-  {
-    std::lock_guard g(mu_);
-    out.swap(outbox_);
-  }
-  for (auto& send : out) send(ch_);
 }
 
 void Service::worker() {
@@ -121,8 +97,8 @@ void Service::worker() {
     (v.allow ? allowed_ : denied_).fetch_add(1, std::memory_order_relaxed);
     LOG_DEBUG("{} from {}: {}{}{}", job.req.nodeKey, job.req.source, v.allow ? "allowed" : "denied",
               v.reason.empty() ? "" : ": ", v.reason);
-    post([reply = ipc::VerifyReply{job.req.id, v.allow ? "allow" : "deny", v.reason}](ipc::Channel& ch) {
-      ipc::SendResult r = ch.send(ipc::Role::Supervisor, reply);
+    posted_.post([this, reply = ipc::VerifyReply{job.req.id, v.allow ? "allow" : "deny", v.reason}] {
+      ipc::SendResult r = ch_.send(ipc::Role::Supervisor, reply);
       if (!r.ok()) LOG_WARN("VerifyReply: {}", r.error);
     });
   }
@@ -198,7 +174,7 @@ int Service::run(int sigFd) {
   using Clock = std::chrono::steady_clock;
   auto nextReport = Clock::now();
   while (!stop_) {
-    sendPosted();
+    posted_.drain();
     pollControl();
     auto now = Clock::now();
     if (now >= nextReport) {
@@ -213,7 +189,7 @@ int Service::run(int sigFd) {
     if (stop_) break;
     int timeout = int(std::clamp<int64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(nextReport - Clock::now()).count(), 0, 1000));
-    std::array<pollfd, 3> pfds = {{{sigFd, POLLIN, 0}, {ch_.fd(), POLLIN, 0}, {wakeFd_, POLLIN, 0}}};
+    std::array<pollfd, 3> pfds = {{{sigFd, POLLIN, 0}, {ch_.fd(), POLLIN, 0}, {posted_.fd(), POLLIN, 0}}};
     if (::poll(pfds.data(), pfds.size(), timeout) < 0 && errno != EINTR) {
       LOG_ERR("poll: {}", std::strerror(errno));
       return 1;

@@ -16,6 +16,7 @@
 #include "common/ipc/channel.hpp"
 #include "common/ipc/messages.hpp"
 #include "common/net/mesh_hosts.hpp"
+#include "common/util/post_queue.hpp"
 #include "options.hpp"
 #include "verifier.hpp"
 
@@ -49,15 +50,13 @@ class Service {
     crypto::NodePublic key;
   };
   void worker();
-  // Any thread: queue a message for the control thread to send.
-  void post(std::function<void(ipc::Channel&)> send);
-  void sendPosted();
   void report();
   void pollControl();
 
   const Options opts_;
   ipc::Channel& ch_;
   Verifier verifier_;
+  PostQueue posted_;  // sends from the workers and the resolver
   std::unique_ptr<net::MeshResolver> resolver_;
   std::vector<std::thread> workers_;
   bool stop_ = false;  // main thread
@@ -66,8 +65,6 @@ class Service {
   std::condition_variable cv_;
   std::deque<Job> jobs_;
   bool stopping_ = false;
-  std::vector<std::function<void(ipc::Channel&)>> outbox_;
-  int wakeFd_ = -1;  // eventfd: outbox_ has something
 
   std::atomic<uint64_t> allowed_{0}, denied_{0}, overloaded_{0};
 };

@@ -189,6 +189,19 @@ TEST_F(RegistryForwarders, EarliestRegisteredLinkIsUsedUntilItGoes) {
   EXPECT_EQ(reg.remoteKeyCountLocked(), 0u);
 }
 
+TEST_F(RegistryForwarders, AnnouncementBatchIsAppliedInOrder) {
+  Registry& reg = server_.registry();
+  const NodePublic k1 = crypto::NodePrivate::generate().publicKey();
+  const NodePublic k2 = crypto::NodePrivate::generate().publicKey();
+  reg.applyAnnouncements({{k1, true}, {k2, true}, {k1, false}, {k2, true}}, &l1_);
+  EXPECT_EQ(route(k1), nullptr);
+  EXPECT_EQ(route(k2), &l1_);
+  reg.applyAnnouncements({{k1, true}}, &l2_);
+  reg.applyAnnouncements({{k1, true}}, &l1_);
+  EXPECT_EQ(route(k1), &l2_);  // l2 announced it first
+  EXPECT_TRUE(reg.checkConsistency().empty()) << joined(reg.checkConsistency());
+}
+
 TEST_F(RegistryForwarders, LocalConnectionBeatsTheMesh) {
   Registry& reg = server_.registry();
   auto a = conn(1);  // the zero key
