@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/util/text.hpp"
+
 namespace derpd::worker {
 
 namespace {
@@ -133,23 +135,6 @@ bool inPrefix(const uint8_t* a, const uint8_t* p, int bits) {
 bool isMapped4(const Ip16& ip) {
   static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   return std::memcmp(ip.data(), kMapped, 12) == 0;
-}
-
-// Go's html.EscapeString (also what http.Redirect uses for its body).
-std::string htmlEscape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
 }
 
 // Go's http.Redirect puts the URL through hexEscapeNonASCII for Location.

@@ -11,11 +11,13 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
 #include "common/crypto/keys.hpp"
+#include "common/proto/derpmap/derpmap.hpp"
 #include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
 #include "common/net/listener.hpp"
@@ -169,6 +171,29 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
       nullptr,
       [this] { return meshHelper_; },
   });
+  table_.push_back(RoleSpec{
+      Role::Monitor, false,
+      [this] {
+        const std::string every = config::formatGoDuration(cfg_.monitorInterval);
+        std::vector<std::string> a = {"--log-level", cfg_.logLevel, "-listen", cfg_.monitorListen,
+                                      "-spread=false", "-interval", every, "-mesh-interval", every,
+                                      "-stun-interval", every, "-tls-interval", every};
+        if (!cfg_.monitorDerpMap.empty()) a.insert(a.end(), {"-derp-map", cfg_.monitorDerpMap});
+        if (!cfg_.monitorCaFile.empty()) a.insert(a.end(), {"--ca-file", cfg_.monitorCaFile});
+        if (!tls_) a.push_back("--plain-http");
+        // Not chrooted: it resolves names and reads CA files.
+        if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user});
+        return a;
+      },
+      [this] {
+        std::vector<Secret> s;
+        if (cfg_.monitorDerpMap.empty()) s.push_back({"--derp-map-fd", selfMap_});
+        if (!meshKey_.empty()) s.push_back({"--mesh-key-fd", meshKey_});
+        return s;
+      },
+      nullptr,
+      [this] { return cfg_.monitor; },
+  });
   if (cfg_.stun) {
     table_.push_back(RoleSpec{
         Role::StunWorker, true,
@@ -206,6 +231,39 @@ Supervisor::~Supervisor() {
     ::rmdir(emptyDir_.c_str());
     ::rmdir(runDir_.c_str());
   }
+}
+
+// The monitor's DERP map when none is configured: region 900 "self" with
+// this server as its only node, reached over loopback when -a listens on
+// every address.
+std::string Supervisor::selfDerpMap() const {
+  auto hp = net::splitHostPort(cfg_.addr);
+  std::string host = hp ? hp->host : "";
+  std::string ipv4 = "none", ipv6 = "none";
+  if (host.empty() || host == "0.0.0.0" || host == "::") {
+    ipv4 = "127.0.0.1";
+  } else if (host.find(':') != std::string::npos) {
+    ipv6 = host;
+  } else {
+    ipv4 = host;
+  }
+  const int derpPort = net::localPort(listenFd_);
+  int stunPort = -1;
+  for (int fd : udpFds_) {
+    if (int p = net::localPort(fd); p > 0) stunPort = p;
+  }
+  derpmap::Node n;
+  n.name = "self";
+  n.regionId = 900;
+  // In TLS mode the certificate names -hostname; in plain mode any name does.
+  n.hostName = tls_ ? cfg_.hostname : (ipv4 != "none" ? ipv4 : ipv6);
+  n.ipv4 = ipv4;
+  n.ipv6 = ipv6;
+  n.stunPort = stunPort;
+  n.derpPort = derpPort;
+  derpmap::DerpMap m;
+  m.regions[900] = derpmap::Region{900, "self", "this derpd", 0, 0, false, {n}};
+  return derpmap::encodeIndented(m);
 }
 
 std::string Supervisor::binaryPath(const std::string& role) const { return libexecDir_ + "/" + role; }
@@ -331,6 +389,12 @@ Result<void> Supervisor::prepare() {
     auto udp = net::listenUdp(hp->host, cfg_.stunPort);
     if (!udp) return makeError("STUN: " + udp.error());
     udpFds_ = *udp;
+  }
+
+  if (cfg_.monitor) {
+    if (::access(binaryPath("monitor").c_str(), X_OK) != 0)
+      return makeError("cannot find the monitor binary (derpd-probe) in " + libexecDir_ + " (monitor needs it)");
+    if (cfg_.monitorDerpMap.empty()) selfMap_ = selfDerpMap();
   }
 
   if (::geteuid() == 0) {

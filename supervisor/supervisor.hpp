@@ -111,6 +111,7 @@ class Supervisor {
   template <typename Msg>
   bool sendIfReady(ipc::Role role, const Msg& msg);
   std::string binaryPath(const std::string& role) const;
+  std::string selfDerpMap() const;
 
   config::Config cfg_;
   std::vector<std::string> args_;  // the command line, for reloads
@@ -127,6 +128,7 @@ class Supervisor {
   std::vector<ipc::VerifyRequest> verifyWaiting_;   // for a mesh-helper still starting
   bool meshHelper_ = false;  // this run needs mesh-helper (mesh or client verification)
   bool tls_ = false;
+  std::string selfMap_;  // the monitor's one-node DERP map (when monitor-derp-map is empty)
   bool dropPrivileges_ = false;
   std::string runDir_;     // the runtime dir in use (0700)
   bool ownRunDir_ = false; // a private temp dir made for this run, removed at exit

@@ -118,6 +118,17 @@ const std::vector<KeyDef>& keyTable() {
        "PEM file of the CA certificates that verify mesh peers' TLS certificates; empty: the "
        "system's ($SSL_CERT_FILE is honoured)"},
       {"log-level", &Settings::logLevel, false, false, "trace, debug, info, warn or error"},
+      {"monitor", &Settings::monitor, false, false,
+       "run the monitor role: derpd-probe probing this server (or -monitor-derp-map) with "
+       "its results in /debug/varz as derpprobe_* metrics"},
+      {"monitor-ca-file", &Settings::monitorCaFile, false, false,
+       "PEM file of the CA certificates the monitor trusts; empty: the system's"},
+      {"monitor-derp-map", &Settings::monitorDerpMap, false, false,
+       "DERP map the monitor probes (URL, file or \"local\"); empty: a map of this server alone"},
+      {"monitor-interval", &Settings::monitorInterval, false, false,
+       "interval of every monitor probe class and of its map refresh"},
+      {"monitor-listen", &Settings::monitorListen, false, false,
+       "address of the monitor's status page and /metrics (empty: none)"},
       {"runtime-dir", &Settings::runtimeDir, false, false,
        "directory (0700) of the control-plane sockets"},
       {"state-dir", &Settings::stateDir, false, false, "directory of derpd's persistent state"},
@@ -929,6 +940,8 @@ Result<void> validate(const Config& cfg) {
     return makeError("-threads " + std::to_string(cfg.threads) + " out of range (0 to 256)");
   }
   if (cfg.drainTimeout.count() < 0) return makeError("-drain-timeout must not be negative");
+  if (cfg.monitorInterval < std::chrono::milliseconds(100))
+    return makeError("-monitor-interval must be at least 100ms");
   if (cfg.user.empty()) return makeError("-user must not be empty");
   if (cfg.certUser.empty()) return makeError("-cert-user must not be empty");
   {

@@ -68,6 +68,11 @@ struct Settings {
   std::string logLevel = "info";                    // --log-level
   int threads = 0;                                  // --threads (0 = CPUs)
   Duration drainTimeout = std::chrono::seconds(5);  // --drain-timeout
+  bool monitor = false;                             // --monitor: run derpd-probe as the monitor role
+  std::string monitorDerpMap;                       // --monitor-derp-map (empty = this server alone)
+  std::string monitorCaFile;                        // --monitor-ca-file (empty = system roots)
+  Duration monitorInterval = std::chrono::seconds(15);  // --monitor-interval
+  std::string monitorListen;                        // --monitor-listen (empty = no status page)
 
   bool operator==(const Settings&) const = default;
 };

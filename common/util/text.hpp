@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace derpd {
 
@@ -16,6 +17,24 @@ inline std::string printableLine(std::string s, size_t max = 300) {
     if (u < 0x20 || u == 0x7f) c = ' ';
   }
   return s;
+}
+
+// Go's html.EscapeString: & < > " ' as entities (what derper's pages and
+// http.Redirect bodies use, and derpd-probe's status page).
+inline std::string htmlEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&#34;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace derpd

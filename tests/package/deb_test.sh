@@ -95,13 +95,19 @@ for f in ./etc/derpd/derpd.conf ./lib/systemd/system/derpd.service ./usr/share/d
   has "$f" || fail "package lacks $f"
 done
 # Every role and tool the build made is packaged.
-for role in derp-worker stun-worker cert-agent mesh-helper monitor; do
+for role in derp-worker stun-worker cert-agent mesh-helper; do
   if [ -x "$BUILD/bin/$role" ]; then executable "./usr/lib/derpd/$role" || fail "package lacks ./usr/lib/derpd/$role"; fi
 done
+# The monitor role is derpd-probe under another name: a relative symlink.
+if [ -x "$BUILD/bin/derpd-probe" ]; then
+  awk '$6 == "./usr/lib/derpd/monitor" && $7 == "->" && $8 == "../../bin/derpd-probe" { found = 1 } END { exit !found }' \
+    "$tmp/contents.txt" || fail "package lacks the link ./usr/lib/derpd/monitor -> ../../bin/derpd-probe"
+fi
 for tool in derpd-probe derpd-bench; do
   if [ -x "$BUILD/bin/$tool" ]; then executable "./usr/bin/$tool" || fail "package lacks ./usr/bin/$tool"; fi
 done
-bad_modes=$(awk '!($2 == "root/root" && ($1 == "drwxr-xr-x" || $1 == "-rw-r--r--" || $1 == "-rwxr-xr-x"))' "$tmp/contents.txt")
+bad_modes=$(awk '!($2 == "root/root" && ($1 == "drwxr-xr-x" || $1 == "-rw-r--r--" || $1 == "-rwxr-xr-x" ||
+                 ($1 == "lrwxrwxrwx" && $6 == "./usr/lib/derpd/monitor")))' "$tmp/contents.txt")
 [ -z "$bad_modes" ] || fail "entries not root-owned 0755/0644: $bad_modes"
 if awk '$6 ~ /^\.\/var\/lib\/derpd/ { found = 1 } END { exit !found }' "$tmp/contents.txt"; then
   fail "package ships /var/lib/derpd (the postinst creates it)"

@@ -355,6 +355,11 @@ detail::FakeAnswer FakeLocalApi::answer(const RecordedRequest& req) const {
   if (hang_.load()) return {0, "", "", "", true};
   const std::string_view target(req.target);
   const size_t q = target.find('?');
+  if (target.substr(0, q) == "/localapi/v0/derpmap") {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (derpMap_.empty()) return {404, "Not Found", "text/plain; charset=utf-8", "404 page not found\n"};
+    return {200, "OK", "application/json", derpMap_};
+  }
   if (target.substr(0, q) != kWhoisPath) {
     return {404, "Not Found", "text/plain; charset=utf-8", "404 page not found\n"};
   }
@@ -372,6 +377,39 @@ detail::FakeAnswer FakeLocalApi::answer(const RecordedRequest& req) const {
   return {200, "OK", "application/json",
           "{\"Node\":{\"ID\":1,\"Key\":\"" + text +
               "\"},\"UserProfile\":{\"ID\":1,\"LoginName\":\"test@example.com\"}}"};
+}
+
+void FakeLocalApi::setDerpMap(std::string json) {
+  std::lock_guard<std::mutex> lock(mu_);
+  derpMap_ = std::move(json);
+}
+
+// ------------------------------------------------------------- document --
+
+FakeDocumentServer::FakeDocumentServer() {
+  const int fd = listenLoopback(&port_);
+  server_ = std::make_unique<detail::FakeHttpServer>(fd, [this](const RecordedRequest&) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return detail::FakeAnswer{status_, reason_, type_, body_, false};
+  });
+}
+
+FakeDocumentServer::~FakeDocumentServer() = default;
+
+void FakeDocumentServer::setAnswer(int status, std::string reason, std::string body, std::string contentType) {
+  std::lock_guard<std::mutex> lock(mu_);
+  status_ = status;
+  reason_ = std::move(reason);
+  body_ = std::move(body);
+  type_ = std::move(contentType);
+}
+
+std::string FakeDocumentServer::url(const std::string& path) const {
+  return "http://127.0.0.1:" + std::to_string(port_) + path;
+}
+size_t FakeDocumentServer::requestCount() const { return server_->requestCount(); }
+bool FakeDocumentServer::waitForRequests(size_t n, std::chrono::milliseconds timeout) const {
+  return server_->waitForRequests(n, timeout);
 }
 
 }  // namespace derpd::test

@@ -81,6 +81,7 @@ class FakeAdmissionServer {
 //     known key  -> 200 {"Node":{"ID":1,"Key":"nodekey:…"},"UserProfile":{…}}
 //     unknown    -> 404 "peer not found\n"
 //     setTooOld  -> 400 {"error":"invalid 'addr' parameter"} (also for a bad addr)
+//   GET /localapi/v0/derpmap -> 200 with the map of setDerpMap() (404 when unset)
 //   other paths  -> 404 "404 page not found\n"
 class FakeLocalApi {
  public:
@@ -97,6 +98,8 @@ class FakeLocalApi {
   void setTooOld(bool tooOld);
   // Reads requests but never answers them (until destroyed).
   void setHang(bool hang);
+  // The body of GET /localapi/v0/derpmap (tailscaled's current DERP map).
+  void setDerpMap(std::string json);
 
   std::vector<RecordedRequest> requests() const;
   size_t requestCount() const;
@@ -108,8 +111,33 @@ class FakeLocalApi {
   std::string path_;
   mutable std::mutex mu_;
   std::set<crypto::NodePublic> known_;  // guarded by mu_
+  std::string derpMap_;                 // guarded by mu_
   std::atomic<bool> tooOld_{false};
   std::atomic<bool> hang_{false};
+  std::unique_ptr<detail::FakeHttpServer> server_;  // last: its thread reads the above
+};
+
+// One document over HTTP on 127.0.0.1 (port from 0), e.g. a DERP map for
+// derpd-probe: every request gets the answer last set (default 404).
+class FakeDocumentServer {
+ public:
+  FakeDocumentServer();
+  ~FakeDocumentServer();
+  FakeDocumentServer(const FakeDocumentServer&) = delete;
+  FakeDocumentServer& operator=(const FakeDocumentServer&) = delete;
+
+  void setAnswer(int status, std::string reason, std::string body,
+                 std::string contentType = "application/json");
+  int port() const { return port_; }
+  std::string url(const std::string& path = "/derpmap") const;
+  size_t requestCount() const;
+  bool waitForRequests(size_t n, std::chrono::milliseconds timeout) const;
+
+ private:
+  int port_ = 0;
+  mutable std::mutex mu_;
+  int status_ = 404;                              // guarded by mu_
+  std::string reason_ = "Not Found", body_ = "404 page not found\n", type_ = "text/plain";  // guarded by mu_
   std::unique_ptr<detail::FakeHttpServer> server_;  // last: its thread reads the above
 };
 

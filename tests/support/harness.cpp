@@ -1217,8 +1217,8 @@ std::optional<double> metric(const WorkerProcess& w, const std::string& key) {
   return it->second;
 }
 
-int reserveLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+int reserveLoopbackPort(int type) {
+  int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
   sockaddr_in a{};
   a.sin_family = AF_INET;

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <array>
@@ -340,7 +341,8 @@ std::optional<double> metric(const WorkerProcess& w, const std::string& key);
 // A free loopback TCP port: bound on port 0, read, closed (-1 on failure).
 // For the few cases where a port must be known before the server binds it
 // (Pebble's config, -mesh-with lists); everything else binds port 0 itself.
-int reserveLoopbackPort();
+// With SOCK_DGRAM: a UDP port nothing listens on once this returns.
+int reserveLoopbackPort(int type = SOCK_STREAM);
 
 // Polls pred every `interval` until it is true or `timeout` passes.
 bool waitFor(const std::function<bool()>& pred, Millis timeout, Millis interval = Millis(20));
