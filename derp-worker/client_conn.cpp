@@ -601,9 +601,22 @@ void Conn::onAdmission(const std::string& verdict, const std::string& reason) {
   if (state_ == State::Relay && resume) resumeReading();
 }
 
+void Conn::markPending() {
+  if (pending_) return;
+  pending_ = true;
+  loop_.notePending(this);
+}
+
+void Conn::leavePending() {
+  if (!pending_) return;
+  pending_ = false;
+  loop_.leftPending();
+}
+
 void Conn::finishHandshake() {
   Server& srv = loop_.server();
   state_ = State::Relay;
+  leavePending();
   nextKeepAlive_ = loop_.now() + keepAlivePeriod_;
   // ServerInfo must be the first frame after ServerKey: it goes into the
   // output before this connection becomes visible to other loops.
@@ -1055,6 +1068,7 @@ void Conn::close(CloseReason why) {
   if (state_ == State::Closed) return;
   State prev = state_;
   state_ = State::Closed;
+  leavePending();
   if (admissionId_) {
     loop_.server().verifier()->forget(*admissionId_);
     admissionId_.reset();

@@ -76,6 +76,10 @@ class Conn final : public IoHandler {
   uint64_t timerSeq() const { return timerSeq_; }
   uint64_t bumpTimerSeq() { return ++timerSeq_; }
   bool isClosed() const { return state_ == State::Closed; }
+  // Accepted and not yet relaying (TLS, HTTP head, DERP handshake,
+  // admission): counts against max-handshakes until it relays or closes.
+  void markPending();
+  bool pending() const { return pending_; }
   Loop& loop() { return loop_; }
 
   // ---- Set at registration, then immutable: readable from any thread that
@@ -120,6 +124,7 @@ class Conn final : public IoHandler {
   void resumeReading();
 
  private:
+  void leavePending();
   // I/O
   void handleReadable();
   void handleWritable();
@@ -214,6 +219,7 @@ class Conn final : public IoHandler {
   bool isProber_ = false;
   bool preferred_ = false;
   bool registered_ = false;
+  bool pending_ = false;  // see markPending(); loop thread
   std::optional<uint64_t> admissionId_;  // question pending with AdmissionAsker
   std::unordered_map<NodePublic, uint64_t, crypto::NodePublicHash> sentTo_;
   // NotHere PeerGone limiter: 1/s, burst 3.

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "client_conn.hpp"
+#include "server.hpp"
 #include "common/log/log.hpp"
 
 namespace derpd::worker {
@@ -57,6 +58,39 @@ Conn* Loop::adopt(std::unique_ptr<Conn> c) {
 }
 
 void Loop::deferDelete(Conn* c) { pendingDelete_.push_back(c); }
+
+void Loop::notePending(Conn* c) {
+  pendingOrder_.push_back(c->connNum());
+  ++pendingHere_;
+  server_.pendingConns().fetch_add(1, std::memory_order_relaxed);
+  if (pendingOrder_.size() > 2 * pendingHere_ + 64) {
+    // Mostly connections that finished their handshake: drop those entries.
+    std::deque<uint64_t> keep;
+    for (uint64_t n : pendingOrder_) {
+      Conn* p = findConn(n);
+      if (p && p->pending()) keep.push_back(n);
+    }
+    pendingOrder_.swap(keep);
+  }
+}
+
+void Loop::leftPending() {
+  --pendingHere_;
+  server_.pendingConns().fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool Loop::evictOldestPending() {
+  while (!pendingOrder_.empty()) {
+    uint64_t n = pendingOrder_.front();
+    pendingOrder_.pop_front();
+    Conn* c = findConn(n);
+    if (c && c->pending()) {
+      c->close(CloseReason::Evicted);
+      return true;
+    }
+  }
+  return false;
+}
 
 Conn* Loop::findConn(uint64_t connNum) {
   auto it = conns_.find(connNum);

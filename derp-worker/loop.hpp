@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -86,6 +87,12 @@ class Loop {
   void drainAll(const std::vector<int>& listenFds, uint32_t reconnectInMs, uint32_t tryForMs);
   // Connections alive on this loop; readable from any thread.
   size_t liveConns() const { return live_.load(std::memory_order_relaxed); }
+  // max-handshakes bookkeeping (loop thread): a connection starts or ends
+  // its pending time (Conn::markPending), and the oldest pending one on
+  // this loop can be closed to make room. False when this loop has none.
+  void notePending(Conn* c);
+  void leftPending();
+  bool evictOldestPending();
 
  private:
   void wake();
@@ -106,6 +113,10 @@ class Loop {
   // Owned by the loop thread.
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;  // by connNum
   std::vector<Conn*> pendingDelete_;
+  // Pending connections in accept order (connNums; entries of connections
+  // that stopped pending are skipped and compacted away). Loop thread.
+  std::deque<uint64_t> pendingOrder_;
+  size_t pendingHere_ = 0;
   struct TimerEntry {
     TimePoint when;
     uint64_t connNum;

@@ -138,6 +138,7 @@ int main(int argc, char** argv) {
   auto opts = parseOptions(args);
   if (auto rc = config::earlyExit("derp-worker", opts, usage)) return *rc;
   log::init("derp-worker", opts->logLevel);
+  if (auto n = proc::raiseFdLimit(); !n) LOG_WARN("file descriptor limit: {}", n.error());
 
   // Signals are taken synchronously (sigwait or a signalfd); block them
   // before any thread starts, libzmq's included.
@@ -177,6 +178,10 @@ int main(int argc, char** argv) {
   cfg.privateKey = key;
   cfg.derpEnabled = opts->derpEnabled;
   cfg.dev = opts->dev;
+  cfg.acceptRate = opts->acceptConnectionLimit;
+  cfg.acceptBurst = opts->acceptConnectionBurst;
+  cfg.maxConnections = opts->maxConnections;
+  cfg.maxHandshakes = opts->maxHandshakes;
   unsigned hw = std::thread::hardware_concurrency();
   cfg.threads = opts->threads > 0 ? opts->threads : int(hw ? hw : 1);
   if (opts->meshKeyFd >= 0) {

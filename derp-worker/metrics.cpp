@@ -31,7 +31,18 @@ const char* closeReasonName(CloseReason r) {
     case CloseReason::Rejected: return "rejected";
     case CloseReason::Http: return "http";
     case CloseReason::Shutdown: return "shutdown";
+    case CloseReason::Evicted: return "evicted";
     case CloseReason::kCount: break;
+  }
+  return "unknown";
+}
+
+const char* acceptRejectName(AcceptReject r) {
+  switch (r) {
+    case AcceptReject::Rate: return "rate";
+    case AcceptReject::Connections: return "connections";
+    case AcceptReject::Handshakes: return "handshakes";
+    case AcceptReject::kCount: break;
   }
   return "unknown";
 }

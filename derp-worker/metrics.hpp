@@ -50,9 +50,19 @@ enum class CloseReason : uint8_t {
   Rejected,          // client verification said no (PROTOCOL.md §5.9)
   Http,              // an HTTP (non-DERP) exchange ended
   Shutdown,
+  Evicted,           // the oldest unfinished handshake, closed for a new connection (max-handshakes)
   kCount,
 };
 const char* closeReasonName(CloseReason r);
+
+// Why an accepted connection was closed at once (derpd_accept_rejected).
+enum class AcceptReject : uint8_t {
+  Rate,         // -accept-connection-limit / -accept-connection-burst
+  Connections,  // max-connections reached
+  Handshakes,   // max-handshakes reached and nothing on this loop to evict
+  kCount,
+};
+const char* acceptRejectName(AcceptReject r);
 
 enum class TlsVersionLabel : uint8_t { V10, V11, V12, V13, Unknown, kCount };
 
@@ -77,6 +87,7 @@ struct LoopStats {
   Counter httpHeadTooLarge;
   Counter tlsHandshakeErrors;
   Counter tlsAccepted;        // tls_listener_accepted_connections
+  std::array<Counter, size_t(AcceptReject::kCount)> acceptRejected;
   std::array<Counter, size_t(TlsVersionLabel::kCount)> tlsRequestVersion;
   std::atomic<double> avgQueueMs{0};  // EMA α=0.1 over this loop's packets (single writer)
 

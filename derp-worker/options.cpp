@@ -38,6 +38,22 @@ const config::GoFlagTable<Options>& flags() {
          auto d = config::parseGoDuration(v);
          if (!d || d->count() < 0) return makeError("invalid duration \"" + v + "\"");
          o.drainTimeout = std::chrono::duration_cast<std::chrono::milliseconds>(*d); return {}; }}},
+      {"accept-connection-limit", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto f = config::parseGoFloat(v);
+         if (!f || *f < 0) return makeError("want connections per second (>= 0, +Inf for no limit)");
+         o.acceptConnectionLimit = *f; return {}; }}},
+      {"accept-connection-burst", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::parseGoInt(v);
+         if (!i || *i < 0) return makeError("want a burst size >= 0");
+         o.acceptConnectionBurst = *i; return {}; }}},
+      {"max-connections", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::parseGoInt(v);
+         if (!i || *i < 0) return makeError("want a number >= 0 (0: no cap)");
+         o.maxConnections = *i; return {}; }}},
+      {"max-handshakes", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::parseGoInt(v);
+         if (!i || *i < 0) return makeError("want a number >= 0 (0: no cap)");
+         o.maxHandshakes = *i; return {}; }}},
       {"listen-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i || *i < 0) return makeError("bad fd"); o.listenFd = *i; return {}; }}},
       {"port80-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
@@ -128,6 +144,15 @@ It normally runs under derpd; it also runs on its own with derper's flags.
   --bootstrap-dns-server IP[:PORT]   DNS server for those names (default: the
                         first nameserver of /etc/resolv.conf; /etc/hosts first)
   --threads N           event loops (default: number of CPUs)
+  -accept-connection-limit R   accept at most R connections per second on the
+                        main listener (default +Inf); beyond it a connection
+                        is accepted and closed at once (as derper)
+  -accept-connection-burst N   burst size of that limit (default 2^63-1)
+  --max-connections N   accepted connections alive at once (default 50000;
+                        0: no cap); beyond it new ones are closed at once
+  --max-handshakes N    of those, connections still in TLS, HTTP or the DERP
+                        handshake (default 10000; 0: no cap); beyond it the
+                        oldest such connection is closed for the new one
   --drain-timeout D     on SIGTERM/SIGINT: stop accepting, send clients the
                         Restarting frame, wait up to D for them to go (default 5s)
   --debug-key-file FILE /debug/ key: a GET with ?debugkey=<the file's content,

@@ -4,12 +4,18 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "common/util/result.hpp"
 
 namespace derpd::worker {
+
+// Defaults of the connection caps (docs/SECURITY.md has the arithmetic).
+inline constexpr int64_t kDefaultMaxConnections = 50000;
+inline constexpr int64_t kDefaultMaxHandshakes = 10000;
 
 struct Options {
   std::string addr = ":443";          // -a
@@ -24,6 +30,10 @@ struct Options {
   std::string meshCaFile;             // --mesh-ca-file: CAs for mesh peers' TLS
   bool derpEnabled = true;            // -derp
   int threads = 0;                    // --threads (0 = CPU count)
+  double acceptConnectionLimit = std::numeric_limits<double>::infinity();  // -accept-connection-limit
+  int64_t acceptConnectionBurst = std::numeric_limits<int64_t>::max();     // -accept-connection-burst
+  int64_t maxConnections = kDefaultMaxConnections;  // --max-connections (0 = no cap)
+  int64_t maxHandshakes = kDefaultMaxHandshakes;    // --max-handshakes (0 = no cap)
   std::chrono::milliseconds drainTimeout{5000};  // --drain-timeout (Go duration)
   std::string logLevel = "info";      // --log-level
   bool version = false;               // -version

@@ -48,6 +48,10 @@ struct Server::Acceptor final : IoHandler {
         LOG_WARN("accept: {}", std::strerror(errno));
         return;
       }
+      if (!port80 && !server.admitAccepted(loop)) {
+        ::close(c);  // as derper's limiter: accepted, then closed at once
+        continue;
+      }
       int one = 1;
       ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       ::setsockopt(c, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
@@ -68,6 +72,7 @@ struct Server::Acceptor final : IoHandler {
         loop.stats().tlsAccepted.add();
       }
       Conn* conn = loop.adopt(std::make_unique<Conn>(loop, c, peer, server.nextConnNum(), ssl, port80));
+      if (!port80) conn->markPending();
       conn->start();
     }
   }
@@ -77,6 +82,46 @@ struct Server::Acceptor final : IoHandler {
   bool tls;
   bool port80;
 };
+
+AcceptLimiter::AcceptLimiter(double rate, int64_t burst)
+    : rate_(rate),
+      burst_(double(burst)),
+      unlimited_(std::isinf(rate) && rate > 0),
+      tokens_(double(burst)) {}
+
+bool AcceptLimiter::allow(std::chrono::steady_clock::time_point now) {
+  if (unlimited_) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (last_.time_since_epoch().count() != 0 && now > last_) {
+    tokens_ = std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
+  }
+  last_ = now;
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+bool Server::admitAccepted(Loop& loop) {
+  LoopStats& st = loop.stats();
+  if (!acceptLimiter_.allow(std::chrono::steady_clock::now())) {
+    st.acceptRejected[size_t(AcceptReject::Rate)].add();
+    return false;
+  }
+  if (cfg_.maxConnections > 0) {
+    int64_t live = 0;
+    for (const auto& l : loops_) live += int64_t(l->liveConns());
+    if (live >= cfg_.maxConnections) {
+      st.acceptRejected[size_t(AcceptReject::Connections)].add();
+      return false;
+    }
+  }
+  if (cfg_.maxHandshakes > 0 && pendingConns_.load(std::memory_order_relaxed) >= cfg_.maxHandshakes &&
+      !loop.evictOldestPending()) {
+    st.acceptRejected[size_t(AcceptReject::Handshakes)].add();
+    return false;
+  }
+  return true;
+}
 
 Server::Server(ServerConfig cfg)
     : cfg_(std::move(cfg)),
@@ -522,11 +567,19 @@ void Server::collectMetrics(MetricSink& w) const {
   }
   std::sort(closes.begin(), closes.end());
   w.labeledCounter("derpd_conn_closes", "counter_derpd_conn_closes", "reason", closes);
+  std::vector<std::pair<std::string, uint64_t>> rejected;
+  for (size_t i = 0; i < size_t(AcceptReject::kCount); ++i) {
+    rejected.emplace_back(acceptRejectName(AcceptReject(i)),
+                          sum([i](const LoopStats& st) -> const Counter& { return st.acceptRejected[i]; }));
+  }
+  w.labeledCounter("derpd_accept_rejected", "counter_derpd_accept_rejected", "reason", rejected);
+  w.gauge("derpd_handshakes_pending", "gauge_derpd_handshakes_pending", pendingConns_.load());
   w.counter("derpd_http_requests", "counter_derpd_http_requests", SUM(httpRequests));
   w.counter("derpd_http_head_too_large", "counter_derpd_http_head_too_large", SUM(httpHeadTooLarge));
   if (cfg_.tls) {
     w.counter("tls_listener_accepted_connections", "tls_listener.counter_accepted_connections", SUM(tlsAccepted));
-    w.counter("tls_listener_rejected_connections", "tls_listener.counter_rejected_connections", 0);
+    w.counter("tls_listener_rejected_connections", "tls_listener.counter_rejected_connections",
+              sum([](const LoopStats& st) -> const Counter& { return st.acceptRejected[size_t(AcceptReject::Rate)]; }));
     w.counter("derpd_tls_handshake_errors", "counter_derpd_tls_handshake_errors", SUM(tlsHandshakeErrors));
     static const char* kVer[] = {"1.0", "1.1", "1.2", "1.3", "unknown"};
     std::vector<std::pair<std::string, uint64_t>> req;

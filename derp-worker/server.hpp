@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +43,29 @@ struct ServerConfig {
   // Client admission (PROTOCOL.md §5.9) asked of derpd's mesh-helper:
   // `verifier` is how (null: every client is admitted at once).
   std::shared_ptr<class AdmissionAsker> verifier;
+  // Limits on what connecting peers may hold (docs/SECURITY.md). The main
+  // listener only; mesh links and port 80 are not limited here.
+  double acceptRate = std::numeric_limits<double>::infinity();  // -accept-connection-limit (conn/s)
+  int64_t acceptBurst = std::numeric_limits<int64_t>::max();     // -accept-connection-burst
+  int64_t maxConnections = 0;  // --max-connections: accepted connections alive at once (0: no cap)
+  int64_t maxHandshakes = 0;   // --max-handshakes: of those, not yet relaying (0: no cap)
+};
+
+// Go's rate.Limiter as derper's TLS listener uses it (Allow only): a bucket
+// of `burst` tokens refilled at `rate` per second. Thread-safe.
+class AcceptLimiter {
+ public:
+  AcceptLimiter(double rate, int64_t burst);
+  bool allow(std::chrono::steady_clock::time_point now);
+  bool unlimited() const { return unlimited_; }
+
+ private:
+  const double rate_;
+  const double burst_;
+  const bool unlimited_;
+  std::mutex mu_;
+  double tokens_;                                   // guarded by mu_
+  std::chrono::steady_clock::time_point last_{};    // guarded by mu_
 };
 
 class Server {
@@ -63,6 +87,13 @@ class Server {
   void join();
 
   int mainPort() const { return mainPort_; }
+
+  // Whether a connection just accepted on the main listener by `loop` may
+  // stay (loop thread): the accept rate, max-connections, and
+  // max-handshakes (the loop's oldest pending connection is closed to make
+  // room). A refusal is counted; the caller closes the socket.
+  bool admitAccepted(Loop& loop);
+  std::atomic<int64_t>& pendingConns() { return pendingConns_; }
   int port80() const { return port80Port_; }
   std::string mainHost() const { return mainHost_; }
 
@@ -131,6 +162,8 @@ class Server {
   int port80Port_ = 0;
   std::string mainHost_;
   std::atomic<uint64_t> connNum_{0};
+  AcceptLimiter acceptLimiter_{cfg_.acceptRate, cfg_.acceptBurst};
+  std::atomic<int64_t> pendingConns_{0};  // accepted, not yet relaying (all loops)
   long startUnix_;
   std::chrono::steady_clock::time_point startSteady_;
   std::string machine_;  // host name at start (derper: os.Hostname once)

@@ -6,6 +6,7 @@
 
 #include "common/config/config.hpp"
 #include "common/log/log.hpp"
+#include "common/proc/sandbox.hpp"
 #include "supervisor.hpp"
 
 using namespace derpd;
@@ -30,6 +31,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   log::init("derpd", cfg->logLevel, cfg->logFile);
+  // The children inherit it (derp-worker holds a descriptor per client).
+  if (auto n = proc::raiseFdLimit(); !n) {
+    LOG_WARN("file descriptor limit: {}", n.error());
+  } else if (int64_t(*n) < cfg->maxConnections + 1024) {
+    LOG_WARN("file descriptor limit {} is below max-connections ({}) + 1024: connections beyond it fail", *n,
+             cfg->maxConnections);
+  }
   supervisor::Supervisor sup(*cfg, args);
   if (auto r = sup.prepare(); !r) {
     LOG_ERR("{}", r.error());

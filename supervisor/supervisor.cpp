@@ -104,6 +104,10 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
                                       "-dev=" + std::string(cfg_.dev ? "true" : "false"),
                                       "--threads", std::to_string(cfg_.threads),
                                       "--drain-timeout", config::formatGoDuration(cfg_.drainTimeout),
+                                      "-accept-connection-limit", config::renderValue(cfg_, "accept-connection-limit"),
+                                      "-accept-connection-burst", std::to_string(cfg_.acceptConnectionBurst),
+                                      "--max-connections", std::to_string(cfg_.maxConnections),
+                                      "--max-handshakes", std::to_string(cfg_.maxHandshakes),
                                       "--log-level", cfg_.logLevel};
         // TLS certificates come from cert-agent over the control plane.
         if (tls_) a.push_back("--tls-from-control");
@@ -572,11 +576,7 @@ void Supervisor::sendToChildren(const std::function<ipc::SendResult(Child&)>& se
       continue;
     }
     ipc::SendResult r = send(c);
-    if (!r.ok()) {
-      // The child has not read kDefaultHwm messages, or is gone: wedged.
-      LOG_ERR("{}: cannot send {} ({}); restarting it", c.name(), what, r.error);
-      ::kill(c.pid, SIGKILL);
-    }
+    if (!r.ok()) onSendFailure(c, what, r.error);
   }
   pollControl();  // libzmq may have consumed the fd's wake-up during send()
 }
@@ -716,11 +716,21 @@ bool Supervisor::sendIfReady(Role role, const Msg& msg) {
   if (!c || c->pid <= 0 || !c->ready) return false;
   ipc::SendResult r = control_->send(role, msg);
   if (!r.ok()) {
-    LOG_ERR("{}: cannot send {} ({}); restarting it", c->name(), ipc::msgTypeName(Msg::kType), r.error);
-    ::kill(c->pid, SIGKILL);
+    onSendFailure(*c, ipc::msgTypeName(Msg::kType), r.error);
     return false;
   }
   return true;
+}
+
+void Supervisor::onSendFailure(Child& c, std::string_view what, const std::string& why) {
+  if (stopping_) {
+    // Children are leaving: one that already closed its socket is expected.
+    LOG_DEBUG("{}: {} not sent while stopping ({})", c.name(), what, why);
+    return;
+  }
+  // The child has not read kDefaultHwm messages, or is gone: wedged.
+  LOG_ERR("{}: cannot send {} ({}); restarting it", c.name(), what, why);
+  ::kill(c.pid, SIGKILL);
 }
 
 Result<void> Supervisor::onCertUpdate(Role, const ipc::CertUpdate& msg) {

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <set>
 #include <vector>
@@ -111,6 +112,9 @@ class Supervisor {
   template <typename Msg>
   bool sendIfReady(ipc::Role role, const Msg& msg);
   std::string binaryPath(const std::string& role) const;
+  // A message to a running child could not be sent: SIGKILL it (restart),
+  // unless derpd is stopping anyway.
+  void onSendFailure(Child& c, std::string_view what, const std::string& why);
   std::string selfDerpMap() const;
 
   config::Config cfg_;

@@ -28,115 +28,120 @@ struct KeyDef {
   std::string_view name;
   Member member;
   bool derper;             // a cmd/derper flag (else one of derpd's own keys)
-  bool notYet;             // accepted, but derpd does not implement it yet
   std::string_view meaning;
 };
 
 const std::vector<KeyDef>& keyTable() {
   static const std::vector<KeyDef> kKeys = {
-      {"a", &Settings::addr, true, false,
+      {"a", &Settings::addr, true,
        "listen address: \":port\", \"ip:port\" or \"[ip6]:port\"; TLS when the port is 443 "
        "or -certmode is manual, plain HTTP otherwise (-dev: \":3340\")"},
-      {"accept-connection-burst", &Settings::acceptConnectionBurst, true, true,
-       "burst size of the TLS accept rate limiter"},
-      {"accept-connection-limit", &Settings::acceptConnectionLimit, true, true,
-       "TLS accept rate limit in connections per second; beyond it a new connection is "
-       "accepted and closed at once"},
-      {"acme-eab-key", &Settings::acmeEabKey, true, false,
+      {"accept-connection-burst", &Settings::acceptConnectionBurst, true,
+       "burst size of the accept rate limiter"},
+      {"accept-connection-limit", &Settings::acceptConnectionLimit, true,
+       "accept rate limit of the main listener in connections per second; beyond it a new "
+       "connection is accepted and closed at once"},
+      {"acme-eab-key", &Settings::acmeEabKey, true,
        "ACME External Account Binding MAC key (base64url), with -acme-eab-kid"},
-      {"acme-eab-kid", &Settings::acmeEabKid, true, false,
+      {"acme-eab-kid", &Settings::acmeEabKid, true,
        "ACME External Account Binding key id, for CAs that require one"},
-      {"acme-email", &Settings::acmeEmail, true, false,
+      {"acme-email", &Settings::acmeEmail, true,
        "contact e-mail address of the ACME account (optional)"},
-      {"bootstrap-dns-names", &Settings::bootstrapDnsNames, true, false,
+      {"bootstrap-dns-names", &Settings::bootstrapDnsNames, true,
        "comma-separated host names whose addresses /bootstrap-dns publishes"},
-      {"c", &Settings::keyFile, true, false,
+      {"c", &Settings::keyFile, true,
        "server key file (JSON {\"PrivateKey\": ...}), created 0600 when missing; when empty, "
        "<state-dir>/derper.key (-dev: a fresh random key)"},
-      {"certdir", &Settings::certDir, true, false,
+      {"certdir", &Settings::certDir, true,
        "directory of the ACME cache (letsencrypt) or of HOSTNAME.crt/HOSTNAME.key (manual)"},
-      {"certmode", &Settings::certMode, true, false,
+      {"certmode", &Settings::certMode, true,
        "how to get the TLS certificate: letsencrypt (ACME, renewed by derpd's cert-agent) or "
        "manual (HOSTNAME.crt/.key in -certdir, reloaded on change; an IP hostname without "
        "files gets a self-signed certificate)"},
-      {"derp", &Settings::derp, true, false,
+      {"derp", &Settings::derp, true,
        "serve DERP on /derp; false answers 404 there and still serves the other endpoints"},
-      {"dev", &Settings::dev, true, false,
+      {"dev", &Settings::dev, true,
        "development mode: listen on :3340 with a fresh random server key"},
-      {"hostname", &Settings::hostname, true, false,
+      {"hostname", &Settings::hostname, true,
        "TLS host name: the certificate's name (letsencrypt host policy, manual file stem)"},
-      {"http-port", &Settings::httpPort, true, false,
+      {"http-port", &Settings::httpPort, true,
        "port of the plain HTTP listener in TLS mode (ACME HTTP-01, redirects); -1 disables it"},
-      {"mesh-psk-file", &Settings::meshPskFile, true, false,
+      {"mesh-psk-file", &Settings::meshPskFile, true,
        "file holding the mesh key; clients presenting it are trusted mesh peers; the "
        "default is the first existing of /home/derp/keys/derp-mesh.key, $HOME/keys/derp-mesh.key"},
-      {"mesh-with", &Settings::meshWith, true, false,
+      {"mesh-with", &Settings::meshWith, true,
        "comma-separated hosts (name or name:port) of the DERP servers of this region to mesh "
        "with, dialled as https://HOST/derp (this server's own entry is skipped); needs "
        "-mesh-psk-file"},
-      {"stun", &Settings::stun, true, false, "run the STUN server (stun-worker) on the host of -a"},
-      {"stun-port", &Settings::stunPort, true, false, "UDP port of the STUN server"},
-      {"tcp-keepalive-time", &Settings::tcpKeepaliveTime, true, false,
+      {"stun", &Settings::stun, true, "run the STUN server (stun-worker) on the host of -a"},
+      {"stun-port", &Settings::stunPort, true, "UDP port of the STUN server"},
+      {"tcp-keepalive-time", &Settings::tcpKeepaliveTime, true,
        "TCP keepalive idle time of accepted connections"},
-      {"tcp-user-timeout", &Settings::tcpUserTimeout, true, false,
+      {"tcp-user-timeout", &Settings::tcpUserTimeout, true,
        "TCP_USER_TIMEOUT of accepted connections: how long sent data may stay unacknowledged"},
-      {"unpublished-bootstrap-dns-names", &Settings::unpublishedBootstrapDnsNames, true, false,
+      {"unpublished-bootstrap-dns-names", &Settings::unpublishedBootstrapDnsNames, true,
        "comma-separated host names /bootstrap-dns resolves only when asked for by name (?q=)"},
-      {"verify-client-url", &Settings::verifyClientUrl, true, false,
+      {"verify-client-url", &Settings::verifyClientUrl, true,
        "admission URL: each connecting client's keys are POSTed to it; it must answer "
        "{\"Allow\": true}"},
-      {"verify-client-url-fail-open", &Settings::verifyClientUrlFailOpen, true, false,
+      {"verify-client-url-fail-open", &Settings::verifyClientUrlFailOpen, true,
        "admit clients when -verify-client-url cannot be reached (and when derpd's mesh-helper "
        "cannot be asked)"},
-      {"verify-clients", &Settings::verifyClients, true, false,
+      {"verify-clients", &Settings::verifyClients, true,
        "admit only clients that the local tailscaled knows (its LocalAPI socket)"},
-      {"version", &Settings::version, true, false, "print the version and exit"},
+      {"version", &Settings::version, true, "print the version and exit"},
 
-      {"acme-ca-file", &Settings::acmeCaFile, false, false,
+      {"acme-ca-file", &Settings::acmeCaFile, false,
        "PEM file of the CA certificates that verify the ACME server's HTTPS certificate; "
        "empty: the system's"},
-      {"acme-challenges", &Settings::acmeChallenges, false, false,
+      {"acme-challenges", &Settings::acmeChallenges, false,
        "ACME challenge types to use, in order of preference (tls-alpn-01 on the TLS port, "
        "http-01 on -http-port)"},
-      {"acme-directory-url", &Settings::acmeDirectoryUrl, false, false,
+      {"acme-directory-url", &Settings::acmeDirectoryUrl, false,
        "ACME directory URL of the certificate authority (letsencrypt mode)"},
-      {"cert-user", &Settings::certUser, false, false,
+      {"cert-user", &Settings::certUser, false,
        "system user the certificate agent runs as when derpd starts as root"},
-      {"bootstrap-dns-server", &Settings::bootstrapDnsServer, false, false,
+      {"bootstrap-dns-server", &Settings::bootstrapDnsServer, false,
        "DNS server (IP or IP:port) /bootstrap-dns resolves its names with; empty: the "
        "first nameserver of /etc/resolv.conf"},
-      {"config", &Settings::configFile, false, false,
+      {"config", &Settings::configFile, false,
        "derpd config file of \"key = value\" lines (keys are these flag names); a missing "
        "default file is ignored"},
-      {"drain-timeout", &Settings::drainTimeout, false, false,
+      {"drain-timeout", &Settings::drainTimeout, false,
        "on SIGTERM/SIGINT, how long connected clients get to leave before derpd exits"},
-      {"force-tls", &Settings::forceTls, false, false,
+      {"force-tls", &Settings::forceTls, false,
        "serve TLS even when the port of -a is not 443 (derper serves TLS only on 443 or with "
        "-certmode manual); the certificate comes from -certmode"},
-      {"log-file", &Settings::logFile, false, false, "log to this file (empty: stderr)"},
-      {"mesh-ca-file", &Settings::meshCaFile, false, false,
+      {"log-file", &Settings::logFile, false, "log to this file (empty: stderr)"},
+      {"mesh-ca-file", &Settings::meshCaFile, false,
        "PEM file of the CA certificates that verify mesh peers' TLS certificates; empty: the "
        "system's ($SSL_CERT_FILE is honoured)"},
-      {"log-level", &Settings::logLevel, false, false, "trace, debug, info, warn or error"},
-      {"monitor", &Settings::monitor, false, false,
+      {"log-level", &Settings::logLevel, false, "trace, debug, info, warn or error"},
+      {"max-connections", &Settings::maxConnections, false,
+       "accepted connections alive at once on the main listener (0: no cap); beyond it a new "
+       "connection is closed at once"},
+      {"max-handshakes", &Settings::maxHandshakes, false,
+       "connections still in TLS, HTTP or the DERP handshake (0: no cap); beyond it the oldest "
+       "of them is closed for the new one"},
+      {"monitor", &Settings::monitor, false,
        "run the monitor role: derpd-probe probing this server (or -monitor-derp-map) with "
        "its results in /debug/varz as derpprobe_* metrics"},
-      {"monitor-ca-file", &Settings::monitorCaFile, false, false,
+      {"monitor-ca-file", &Settings::monitorCaFile, false,
        "PEM file of the CA certificates the monitor trusts; empty: the system's"},
-      {"monitor-derp-map", &Settings::monitorDerpMap, false, false,
+      {"monitor-derp-map", &Settings::monitorDerpMap, false,
        "DERP map the monitor probes (URL, file or \"local\"); empty: a map of this server alone"},
-      {"monitor-interval", &Settings::monitorInterval, false, false,
+      {"monitor-interval", &Settings::monitorInterval, false,
        "interval of every monitor probe class and of its map refresh"},
-      {"monitor-listen", &Settings::monitorListen, false, false,
+      {"monitor-listen", &Settings::monitorListen, false,
        "address of the monitor's status page and /metrics (empty: none)"},
-      {"runtime-dir", &Settings::runtimeDir, false, false,
+      {"runtime-dir", &Settings::runtimeDir, false,
        "directory (0700) of the control-plane sockets"},
-      {"state-dir", &Settings::stateDir, false, false, "directory of derpd's persistent state"},
-      {"threads", &Settings::threads, false, false,
+      {"state-dir", &Settings::stateDir, false, "directory of derpd's persistent state"},
+      {"threads", &Settings::threads, false,
        "DERP event-loop threads (0: one per CPU)"},
-      {"user", &Settings::user, false, false,
+      {"user", &Settings::user, false,
        "system user the workers run as when derpd starts as root"},
-      {"verify-clients-socket", &Settings::verifyClientsSocket, false, false,
+      {"verify-clients-socket", &Settings::verifyClientsSocket, false,
        "tailscaled's LocalAPI Unix socket, for -verify-clients"},
   };
   return kKeys;
@@ -940,6 +945,8 @@ Result<void> validate(const Config& cfg) {
     return makeError("-threads " + std::to_string(cfg.threads) + " out of range (0 to 256)");
   }
   if (cfg.drainTimeout.count() < 0) return makeError("-drain-timeout must not be negative");
+  if (cfg.maxConnections < 0) return makeError("-max-connections must not be negative");
+  if (cfg.maxHandshakes < 0) return makeError("-max-handshakes must not be negative");
   if (cfg.monitorInterval < std::chrono::milliseconds(100))
     return makeError("-monitor-interval must be at least 100ms");
   if (cfg.user.empty()) return makeError("-user must not be empty");
@@ -1073,7 +1080,6 @@ std::string usage(const Env& env) {
       }
       out += "\n        ";
       out += k->meaning;
-      if (k->notYet) out += " (not yet supported)";
       std::string d = getValue(def, *k);
       if (std::holds_alternative<std::string Settings::*>(k->member)) d = quoteGo(d);
       out += " (default ";

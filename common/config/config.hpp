@@ -68,6 +68,8 @@ struct Settings {
   std::string logLevel = "info";                    // --log-level
   int threads = 0;                                  // --threads (0 = CPUs)
   Duration drainTimeout = std::chrono::seconds(5);  // --drain-timeout
+  int64_t maxConnections = 50000;                   // --max-connections (0 = no cap)
+  int64_t maxHandshakes = 10000;                    // --max-handshakes (0 = no cap)
   bool monitor = false;                             // --monitor: run derpd-probe as the monitor role
   std::string monitorDerpMap;                       // --monitor-derp-map (empty = this server alone)
   std::string monitorCaFile;                        // --monitor-ca-file (empty = system roots)

@@ -1,5 +1,7 @@
 #include "common/proc/sandbox.hpp"
 
+#include <sys/resource.h>
+
 #include <grp.h>
 #include <pwd.h>
 #include <sys/prctl.h>
@@ -22,6 +24,16 @@ Result<UserIds> lookupUser(const std::string& user) {
   if (!pw) return makeError("unknown user \"" + user + "\"");
   if (pw->pw_uid == 0) return makeError("user \"" + user + "\" is root");
   return UserIds{pw->pw_uid, pw->pw_gid};
+}
+
+Result<uint64_t> raiseFdLimit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return makeError(std::string("getrlimit: ") + std::strerror(errno));
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return makeError(std::string("setrlimit: ") + std::strerror(errno));
+  }
+  return uint64_t(rl.rlim_cur);
 }
 
 Result<std::string> enterSandbox(const SandboxSpec& spec) {

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "common/util/result.hpp"
@@ -27,6 +28,11 @@ Result<UserIds> lookupUser(const std::string& user);
 
 // Result: what was done, e.g. "uid 65534 gid 65534, chroot /run/derpd/empty".
 Result<std::string> enterSandbox(const SandboxSpec& spec);
+
+// Raises the soft RLIMIT_NOFILE to the hard limit (Go's runtime does the same
+// for derper), so a relay is bounded by max-connections rather than by a
+// 1024-descriptor default. Returns the new soft limit.
+Result<uint64_t> raiseFdLimit();
 
 // Creates (or checks) an empty directory owned by root, mode 0755, to chroot
 // into. Refuses an existing one that is not a directory, not root-owned, or
