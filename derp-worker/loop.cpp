@@ -1,5 +1,6 @@
 #include "loop.hpp"
 
+#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -232,10 +233,24 @@ void Loop::run() {
     if (!pendingDelete_.empty()) {
       drainInbox();
       for (Conn* c : pendingDelete_) conns_.erase(c->connNum());
+      freedSinceTrim_ += pendingDelete_.size();
       pendingDelete_.clear();
       live_.store(conns_.size(), std::memory_order_relaxed);
     }
+    maybeTrimHeap();
   }
+}
+
+void Loop::maybeTrimHeap() {
+  // glibc keeps freed memory in its arenas: after many connections went
+  // away, give it back to the system (RSS returns to its baseline).
+  const auto since = now_ - lastTrim_;
+  const bool many = freedSinceTrim_ >= kTrimAfterFrees && since >= kTrimInterval;
+  const bool some = freedSinceTrim_ > 0 && since >= kTrimIntervalFew;  // e.g. one flooded receiver
+  if (!many && !some) return;
+  freedSinceTrim_ = 0;
+  lastTrim_ = now_;
+  ::malloc_trim(0);
 }
 
 }  // namespace derpd::worker

@@ -95,6 +95,12 @@ class Loop {
   bool evictOldestPending();
 
  private:
+  // malloc_trim once kTrimAfterFrees connections were freed, at most once
+  // per kTrimInterval; after fewer, once per kTrimIntervalFew (loop thread).
+  static constexpr size_t kTrimAfterFrees = 256;
+  static constexpr std::chrono::seconds kTrimInterval{2};
+  static constexpr std::chrono::seconds kTrimIntervalFew{10};
+  void maybeTrimHeap();
   void wake();
   void drainInbox();
   void runTimers();
@@ -117,6 +123,8 @@ class Loop {
   // that stopped pending are skipped and compacted away). Loop thread.
   std::deque<uint64_t> pendingOrder_;
   size_t pendingHere_ = 0;
+  size_t freedSinceTrim_ = 0;
+  TimePoint lastTrim_{};
   struct TimerEntry {
     TimePoint when;
     uint64_t connNum;

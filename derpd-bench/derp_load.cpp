@@ -12,6 +12,7 @@
 
 #include "common/client/derp_client.hpp"
 #include "common/crypto/keys.hpp"
+#include "proc_stats.hpp"
 
 namespace derpd::bench {
 
@@ -23,12 +24,6 @@ constexpr auto kDrainTime = std::chrono::milliseconds(1000);  // stragglers afte
 
 uint64_t nowNs() {
   return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
-}
-
-double cpuSeconds() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  return double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 struct Pair {
@@ -117,7 +112,7 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
   for (Pair& p : pairs) {
     if (auto r = warmUp(p, o.size); !r) return makeError("warm-up: " + r.error());
   }
-  const double cpu0 = cpuSeconds();
+  const double cpu0 = ownCpuSeconds();
   const auto start = Clock::now();
   const auto end = start + o.duration;
   std::vector<std::thread> threads;
@@ -128,7 +123,7 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
   for (auto& t : threads) t.join();
   DerpLoadResult res;
   res.seconds = std::chrono::duration<double>(o.duration).count();
-  res.ownCpuSeconds = cpuSeconds() - cpu0;
+  res.ownCpuSeconds = ownCpuSeconds() - cpu0;
   std::vector<uint32_t> all;
   for (Pair& p : pairs) {
     if (!p.error.empty()) return makeError(p.error);

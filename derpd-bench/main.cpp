@@ -1,7 +1,8 @@
-// derpd-bench: load generator for derpd (and derper). Today: `stun`, batched
-// Tailscale binding requests against a STUN server, and `derp`, pairs of
-// clients relaying through one server or across a mesh. Paced multi-server
-// runs, idle connections and connect rate arrive with the performance work. Every run is bounded in time and, by default, may only target
+// derpd-bench: load generator for derpd (and derper): `stun`, batched
+// Tailscale binding requests against a STUN server; `derp`, pairs of clients
+// relaying through one server or across a mesh; `idle`, N connections held
+// with the server's memory read; `connect`, DERP handshakes per second.
+// Every run is bounded in time and count and, by default, may only target
 // loopback addresses.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,6 +14,7 @@
 #include "common/config/go_flags.hpp"
 #include "common/client/transport.hpp"
 #include "common/net/listener.hpp"
+#include "conn_load.hpp"
 #include "derp_load.hpp"
 #include "stun_load.hpp"
 
@@ -33,6 +35,10 @@ struct Options {
   int pairs = 1;
   int size = 1000;
   int rate = 0;
+  // idle, connect
+  std::string url;
+  int conns = 1000;
+  int workers = 1;
 };
 
 const config::GoFlagTable<Options>& flags() {
@@ -59,6 +65,13 @@ const config::GoFlagTable<Options>& flags() {
          auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.size = *i; return {}; }}},
       {"rate", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.rate = *i; return {}; }}},
+      {"url", {false, [](Options& o, const std::string& v) -> Result<void> { o.url = v; return {}; }}},
+      {"conns", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i || *i < 1 || *i > 100000) return makeError("want 1..100000");
+         o.conns = *i; return {}; }}},
+      {"workers", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i || *i < 1 || *i > 64) return makeError("want 1..64");
+         o.workers = *i; return {}; }}},
       {"h", {true, [](Options& o, const std::string&) -> Result<void> { o.help = true; return {}; }}},
       {"help", {true, [](Options& o, const std::string&) -> Result<void> { o.help = true; return {}; }}},
   };
@@ -80,6 +93,24 @@ Modes:
           -rate per second for -duration. Prints packets sent and delivered,
           loss, throughput, and one-way latency (p50/p99/max) measured with
           the send time carried in each packet.
+
+  idle    -conns DERP clients connect to -url (full handshake, one after
+          another), are held for -duration and closed. Prints the time to
+          connect them and, with -server-pid, the server's resident memory
+          before, while held (and per connection) and after they closed.
+
+  connect Complete DERP handshakes (TCP, TLS, upgrade, ServerKey,
+          ClientInfo, ServerInfo, close) against -url from -workers
+          dialers, until -conns handshakes or -duration. Prints handshakes
+          per second and, with -server-pid, the server's CPU seconds.
+
+Flags (idle, connect):
+  -url URL              http(s)://host:port/derp
+  -ca-file FILE         CA (PEM) that verifies its TLS certificate
+  -conns N              1..100000 (default 1000)
+  -workers N            connect: parallel dialers, 1..64 (default 1)
+  -duration D           idle: how long to hold them; connect: time bound
+  -server-pid PID       the server process (derp-worker) to read
 
 Flags (derp):
   -from URL, -to URL    http(s)://host:port/derp of the two servers
@@ -107,21 +138,27 @@ bool isLoopback(const std::string& host) {
   return ::inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+// A URL must be on loopback unless -allow-non-loopback; 0 or an exit code.
+int checkUrl(const Options& o, const std::string& u) {
+  auto pu = client::parseUrl(u);
+  if (!pu) {
+    std::fprintf(stderr, "derpd-bench: %s: %s\n", u.c_str(), pu.error().c_str());
+    return 2;
+  }
+  if (!o.allowNonLoopback && !isLoopback(pu->host) && pu->host != "localhost") {
+    std::fprintf(stderr, "derpd-bench: %s is not on a loopback address (see -allow-non-loopback)\n", u.c_str());
+    return 2;
+  }
+  return 0;
+}
+
 int runDerp(const Options& o) {
   if (o.from.empty() || o.to.empty()) {
     std::fprintf(stderr, "derpd-bench: derp needs -from and -to\n");
     return 2;
   }
   for (const std::string& u : {o.from, o.to}) {
-    auto pu = client::parseUrl(u);
-    if (!pu) {
-      std::fprintf(stderr, "derpd-bench: %s: %s\n", u.c_str(), pu.error().c_str());
-      return 2;
-    }
-    if (!o.allowNonLoopback && !isLoopback(pu->host) && pu->host != "localhost") {
-      std::fprintf(stderr, "derpd-bench: %s is not on a loopback address (see -allow-non-loopback)\n", u.c_str());
-      return 2;
-    }
+    if (int rc = checkUrl(o, u)) return rc;
   }
   bench::DerpLoadOptions d;
   d.fromUrl = o.from;
@@ -146,6 +183,65 @@ int runDerp(const Options& o) {
   std::printf("latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", x.p50Ms, x.p99Ms, x.maxMs);
   std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
   return x.delivered > 0 ? 0 : 1;
+}
+
+bench::ConnLoadOptions connOptions(const Options& o) {
+  bench::ConnLoadOptions c;
+  c.url = o.url;
+  c.caFile = o.caFile;
+  c.conns = o.conns;
+  c.duration = o.duration;
+  c.serverPid = o.serverPid;
+  c.workers = o.workers;
+  return c;
+}
+
+int runIdle(const Options& o) {
+  if (o.url.empty()) {
+    std::fprintf(stderr, "derpd-bench: idle needs -url\n");
+    return 2;
+  }
+  if (int rc = checkUrl(o, o.url)) return rc;
+  auto r = bench::runIdle(connOptions(o));
+  if (!r) {
+    std::fprintf(stderr, "derpd-bench: %s\n", r.error().c_str());
+    return 1;
+  }
+  const auto& x = *r;
+  std::printf("idle %s: %d of %d connections held for %.1f s (connected in %.2f s, %.0f/s)\n", o.url.c_str(),
+              x.held, o.conns, std::chrono::duration<double>(o.duration).count(), x.connectSeconds,
+              x.connectSeconds > 0 ? x.held / x.connectSeconds : 0.0);
+  if (!x.firstError.empty()) std::printf("stopped early: %s\n", x.firstError.c_str());
+  if (x.rssBefore >= 0 && x.rssHeld >= 0 && x.rssAfter >= 0) {
+    std::printf("server rss: before %.1f MB, held %.1f MB (%.0f bytes per connection), after %.1f MB\n",
+                double(x.rssBefore) / 1e6, double(x.rssHeld) / 1e6,
+                x.held ? double(x.rssHeld - x.rssBefore) / x.held : 0.0, double(x.rssAfter) / 1e6);
+  }
+  std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
+  return x.held == o.conns ? 0 : 1;
+}
+
+int runConnect(const Options& o) {
+  if (o.url.empty()) {
+    std::fprintf(stderr, "derpd-bench: connect needs -url\n");
+    return 2;
+  }
+  if (int rc = checkUrl(o, o.url)) return rc;
+  auto r = bench::runConnect(connOptions(o));
+  if (!r) {
+    std::fprintf(stderr, "derpd-bench: %s\n", r.error().c_str());
+    return 1;
+  }
+  const auto& x = *r;
+  std::printf("connect %s: %d handshakes in %.2f s (%.0f/s) from %d worker(s), %d failed\n", o.url.c_str(),
+              x.handshakes, x.seconds, x.seconds > 0 ? x.handshakes / x.seconds : 0.0, o.workers, x.failures);
+  if (!x.firstError.empty()) std::printf("first failure: %s\n", x.firstError.c_str());
+  if (x.serverCpuSeconds >= 0) {
+    std::printf("server cpu %.2f s, %.0f handshakes per server cpu-second\n", x.serverCpuSeconds,
+                x.serverCpuSeconds > 0 ? x.handshakes / x.serverCpuSeconds : 0.0);
+  }
+  std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
+  return x.handshakes > 0 && x.failures == 0 ? 0 : 1;
 }
 
 int runStun(const Options& o) {
@@ -211,6 +307,8 @@ int main(int argc, char** argv) {
   }
   if (mode == "stun") return runStun(o);
   if (mode == "derp") return runDerp(o);
+  if (mode == "idle") return runIdle(o);
+  if (mode == "connect") return runConnect(o);
   std::fprintf(stderr, "derpd-bench: unknown mode \"%s\" (run derpd-bench --help)\n", mode.c_str());
   return 2;
 }

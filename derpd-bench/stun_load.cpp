@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/proto/stun/stun.hpp"
+#include "proc_stats.hpp"
 
 namespace derpd::bench {
 
@@ -22,31 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kBatch = 64;
-
-// utime + stime of pid in seconds, or -1.
-double processCpuSeconds(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return -1;
-  // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream in(line.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && in >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
-}
-
-double ownCpuSeconds() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  auto secs = [](const timeval& tv) { return double(tv.tv_sec) + double(tv.tv_usec) / 1e6; };
-  return secs(ru.ru_utime) + secs(ru.ru_stime);
-}
 
 struct Sock {
   int fd = -1;

@@ -1,0 +1,124 @@
+// Fault tolerance: for 60 s (bounded), a random child of derpd is killed
+// every few seconds while clients relay. derpd never dies, each child comes
+// back, clients reconnect and relay again, and derpd's own descriptor count
+// and RSS do not grow.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <dirent.h>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "support/harness.hpp"
+
+namespace derpd::test {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+int64_t rssBytes(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+int fdCount(pid_t pid) {
+  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (!d) return -1;
+  int n = 0;
+  while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+// How many times derpd logged "started <role>".
+int starts(const WorkerProcess& derpd, const std::string& role) {
+  int n = 0;
+  while (startedPid(derpd, role, n + 1) > 0) ++n;
+  return n;
+}
+
+class ChaosTest : public WorkerTest {};
+
+TEST_F(ChaosTest, RandomChildKilledEveryFewSecondsForAMinute) {
+  // TLS (cert-agent), STUN (stun-worker), a mesh entry (mesh-helper) and the
+  // monitor: every role derpd can run.
+  std::string dir = tmp().file("certs");
+  fs::create_directories(dir);
+  auto c = makeTestCerts(dir, "localhost", {"localhost", "127.0.0.1"});
+  ASSERT_TRUE(c.ok()) << c.error();
+  if (::geteuid() == 0) {
+    ::chmod(tmp().path().c_str(), 0755);
+    for (const auto& e : fs::directory_iterator(dir)) ::chmod(e.path().c_str(), 0644);
+    ::chmod(dir.c_str(), 0755);
+  }
+  const int port = reserveLoopbackPort();
+  std::vector<std::string> a = derpdArgs();
+  a.erase(std::find(a.begin(), a.end(), "-dev"));
+  *(std::find(a.begin(), a.end(), "-a") + 1) = "127.0.0.1:" + std::to_string(port);
+  a.insert(a.end(), {"-c", tmp().file("derper.key"), "-certmode", "manual", "-certdir", dir, "-hostname",
+                     "localhost", "-http-port", "-1", "--state-dir", tmp().path(), "-mesh-psk-file",
+                     writeMeshKeyFile(), "-mesh-with", "127.0.0.1:" + std::to_string(port), "--mesh-ca-file",
+                     c->caFile, "--monitor", "--monitor-ca-file", c->caFile, "--monitor-interval", "2s",
+                     "--log-level", "info"});
+  WorkerProcess* w = startDerpd(a);
+  ASSERT_NE(w, nullptr);
+  w->setTlsClientInfo("localhost", c->caFile);
+  // Killing children is the point: their deaths are logged as errors.
+  allowErrorLine("killed by signal");
+  allowErrorLine("restarting it");
+  allowErrorLine("mesh");
+  allowErrorLine("control");
+  const std::vector<std::string> roles = {"derp-worker", "stun-worker", "cert-agent", "mesh-helper", "monitor"};
+  for (const auto& r : roles) {
+    ASSERT_TRUE(waitForMetric(*w, "derpd_role_up{role=\"" + r + "\"}", [](double v) { return v == 1; },
+                              Millis(15000)))
+        << r;
+  }
+  std::unique_ptr<client::Client> alice, bob;
+  ASSERT_TRUE(dialPairWithin(*w, alice, bob, Millis(5000)));
+  ASSERT_TRUE(exchange(*alice, *bob, asBytes(std::string_view("before"))));
+  const pid_t derpd = w->pid();
+  const int fds0 = fdCount(derpd);
+  const int64_t rss0 = rssBytes(derpd);
+
+  std::mt19937 rng(20261207);  // fixed seed: the same sequence every run
+  const auto end = Clock::now() + std::chrono::seconds(60);
+  int kills = 0;
+  for (int round = 0; round < 30 && Clock::now() < end; ++round) {
+    const std::string role = roles[rng() % roles.size()];
+    const int n = starts(*w, role);
+    const pid_t victim = startedPid(*w, role, n);
+    ASSERT_GT(victim, 0) << role;
+    ASSERT_EQ(::kill(victim, SIGKILL), 0) << role << " pid " << victim;
+    ++kills;
+    // derpd restarts it (backoff 100 ms, doubling only on quick failures).
+    ASSERT_TRUE(waitFor([&] { return starts(*w, role) > n; }, Millis(15000))) << role << " not restarted";
+    ASSERT_TRUE(w->running()) << "derpd died after killing " << role;
+    ASSERT_TRUE(waitForMetric(*w, "derpd_role_up{role=\"" + role + "\"}", [](double v) { return v == 1; },
+                              Millis(15000)))
+        << role;
+    // Clients relay again (reconnecting when derp-worker was the victim).
+    if (!exchange(*alice, *bob, asBytes(std::string_view("during")), Millis(2000))) {
+      ASSERT_TRUE(dialPairWithin(*w, alice, bob, Millis(10000))) << "after killing " << role;
+      ASSERT_TRUE(exchange(*alice, *bob, asBytes(std::string_view("reconnected"))));
+    }
+    // A few seconds between kills.
+    const auto pause = Clock::now() + Millis(1000 + int(rng() % 2000));
+    while (Clock::now() < pause && Clock::now() < end) std::this_thread::sleep_for(Millis(50));
+  }
+  EXPECT_GE(kills, 10);
+  EXPECT_TRUE(w->running());
+  EXPECT_LE(fdCount(derpd), fds0) << "derpd's descriptors grew";
+  EXPECT_LE(rssBytes(derpd), rss0 + 2 * (1 << 20)) << "derpd's RSS grew from " << rss0;
+}
+
+}  // namespace
+}  // namespace derpd::test
