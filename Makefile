@@ -5,7 +5,7 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Uni
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-unit test-asan test-fuzz fuzz package clean
+.PHONY: all deps build run test test-unit test-asan test-tsan test-fuzz fuzz package clean
 
 all: build
 
@@ -32,6 +32,18 @@ test-asan: deps
 	@cmake --build build-asan -j $(JOBS)
 	ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 900
 
+# ThreadSanitizer (clang) on derp-worker's multi-threaded relay: its unit
+# tests and the integration tests that relay through two event loops, with
+# derpd and derp-worker built under TSan (a report in a log fails the test).
+TSAN_TESTS ?= RelayTest|SlowReceiverTest|DupKeyTest|PeerGoneTest|MeshTest|MeshClusterTest|Registry|BootstrapThread|LimitsTest
+test-tsan: deps
+	@cmake -S . -B build-tsan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_TSAN=ON \
+	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-tsan -j $(JOBS) --target derpd derp-worker stun-worker cert-agent mesh-helper \
+	  derp_worker_unit_tests derpd_integration_tests
+	TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" ctest --test-dir build-tsan --output-on-failure \
+	  -j $(JOBS) --timeout 900 -R '$(TSAN_TESTS)'
+
 # libFuzzer targets, each run for FUZZ_SECONDS (a smoke run in `make test`).
 FUZZ_SECONDS ?= 5
 test-fuzz: deps
@@ -50,4 +62,4 @@ package: build
 	@ls -1t $(CURDIR)/build/package/*.deb | head -n 1
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz

@@ -250,7 +250,11 @@ void Loop::maybeTrimHeap() {
   if (!many && !some) return;
   freedSinceTrim_ = 0;
   lastTrim_ = now_;
+#ifndef DERPD_SANITIZED
+  // Not under ASan/TSan: their allocators own the heap, and glibc's trim of
+  // its unused arenas crashes there.
   ::malloc_trim(0);
+#endif
 }
 
 }  // namespace derpd::worker
