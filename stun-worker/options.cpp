@@ -68,6 +68,7 @@ Set by derpd when it runs stun-worker (inherited descriptors, sandbox):
                         When given, -a and -stun-port are not used to bind
   --user NAME           when root: drop to this user once the sockets are open
   --chroot DIR          when root: chroot into this empty directory
+  --seccomp=false       no seccomp system call filter after the drop (debugging)
   --control ipc://PATH  derpd's control socket (ZeroMQ): Hello, Ready, Reload,
                         Shutdown, log reopen; counters reported every 2 s
   -h, --help            this text

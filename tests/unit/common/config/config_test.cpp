@@ -121,7 +121,7 @@ TEST(ConfigDefaults, MeshPskFileSearch) {
 TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
   const auto& names = keyNames();
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 46u);
+  EXPECT_EQ(names.size(), 47u);
   for (const char* k : {"a", "http-port", "stun-port", "stun", "derp", "dev", "c", "certmode",
                         "certdir", "hostname", "mesh-psk-file", "mesh-with", "bootstrap-dns-names",
                         "unpublished-bootstrap-dns-names", "verify-clients", "verify-client-url",
@@ -131,7 +131,7 @@ TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
                         "acme-directory-url", "acme-ca-file", "acme-challenges", "acme-email",
                         "acme-eab-kid", "acme-eab-key", "force-tls", "mesh-ca-file", "verify-clients-socket",
                         "log-file", "log-level", "threads", "drain-timeout", "monitor", "monitor-ca-file",
-                        "monitor-derp-map", "monitor-interval", "monitor-listen"}) {
+                        "monitor-derp-map", "monitor-interval", "monitor-listen", "seccomp"}) {
     EXPECT_TRUE(std::find(names.begin(), names.end(), k) != names.end()) << k;
   }
 }
