@@ -16,6 +16,7 @@
 #include "common/net/listener.hpp"
 #include "common/net/udp.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 #include "control.hpp"
 #include "options.hpp"
 #include "server.hpp"
@@ -89,10 +90,12 @@ int main(int argc, char** argv) {
   if (auto r = srv.addFd(sfd, [&](uint32_t) { onSignals(sfd, srv); }); !r) return fail(r.error());
 
   // Sockets are open: enter the sandbox before serving.
+  bool dropped = false;
   if (!opts->user.empty() || !opts->chrootDir.empty()) {
     auto sb = proc::enterSandbox({opts->user, opts->chrootDir});
     if (!sb) return fail("sandbox: " + sb.error());
-    LOG_INFO("sandbox: {}", *sb);
+    LOG_INFO("sandbox: {}", sb->what);
+    dropped = sb->dropped;
   }
   std::unique_ptr<Control> control;
   if (channel) {
@@ -101,6 +104,10 @@ int main(int argc, char** argv) {
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
     control = std::make_unique<Control>(*channel, srv);
   }
+  // The sandbox's last step: from here on only the allow-list's calls.
+  auto sc = proc::enterSeccomp(ipc::Role::StunWorker, opts->seccomp, dropped);
+  if (!sc) return fail(sc.error());
+  LOG_INFO("{}", *sc);
   for (const auto& a : srv.addresses()) LOG_INFO("serving STUN on {}", a);
   if (control) {
     if (auto r = control->attach(); !r) return fail(r.error());

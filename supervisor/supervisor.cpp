@@ -23,6 +23,7 @@
 #include "common/net/listener.hpp"
 #include "common/net/udp.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 
 namespace derpd::supervisor {
 
@@ -402,6 +403,12 @@ Result<void> Supervisor::prepare() {
   } else {
     LOG_WARN("running as uid {} (not root): children keep this user, no chroot", ::geteuid());
   }
+  // Said once here; each child logs its own seccomp line as well.
+  if (!proc::kSeccompBuild) {
+    LOG_INFO("seccomp: off in this sanitizer build (the sanitizers' own system calls and LeakSanitizer's ptrace)");
+  } else if (!cfg_.seccomp) {
+    LOG_WARN("seccomp = false: the children run without system call filters");
+  }
   if (auto r = prepareRuntimeDir(); !r) return r;
 
   sigset_t sigs;
@@ -429,6 +436,8 @@ Result<void> Supervisor::spawn(Child& c) {
   auto more = c.spec->args();
   argv.insert(argv.end(), more.begin(), more.end());
   argv.insert(argv.end(), {"--control", control_->endpoint()});
+  // Every role installs its seccomp filter after the drop unless told not to.
+  if (!cfg_.seccomp) argv.push_back("--seccomp=false");
 
   // One pipe per secret: the child reads it before anything else.
   std::vector<Secret> secrets = c.spec->secrets ? c.spec->secrets() : std::vector<Secret>{};
