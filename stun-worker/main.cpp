@@ -3,6 +3,8 @@
 // through a signalfd in the server's epoll loop, like the UDP sockets.
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -57,6 +59,36 @@ void onSignals(int sfd, Server& server) {
   }
 }
 
+// --forbidden-syscall-after-for-test MS: a timer that, once the sandbox is
+// in force, makes a system call no allow-list has, so tests can see the
+// filter kill stun-worker (SIGSYS) and derpd restart it. personality(2)
+// with 0xffffffff only reads the persona: without a filter it is harmless.
+Result<int> armForbiddenSyscallForTest(Server& srv, int ms) {
+  int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (fd < 0) return makeError(std::string("timerfd_create: ") + std::strerror(errno));
+  itimerspec its{};
+  its.it_value.tv_sec = ms / 1000;
+  its.it_value.tv_nsec = long(ms % 1000) * 1000000L;
+  if (::timerfd_settime(fd, 0, &its, nullptr) != 0) {
+    int e = errno;
+    ::close(fd);
+    return makeError(std::string("timerfd_settime: ") + std::strerror(e));
+  }
+  auto r = srv.addFd(fd, [fd](uint32_t) {
+    uint64_t ticks = 0;
+    if (::read(fd, &ticks, sizeof ticks) != ssize_t(sizeof ticks)) return;
+    LOG_WARN("test hook: calling personality(2), which no seccomp allow-list has");
+    long rc = ::syscall(SYS_personality, 0xffffffffUL);
+    LOG_WARN("test hook: personality(2) returned {}: no seccomp filter is in force", rc);
+  });
+  if (!r) {
+    ::close(fd);
+    return makeError(r.error());
+  }
+  LOG_WARN("test hook: a forbidden system call in {} ms", ms);
+  return fd;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -89,6 +121,14 @@ int main(int argc, char** argv) {
   Server& srv = **server;
   if (auto r = srv.addFd(sfd, [&](uint32_t) { onSignals(sfd, srv); }); !r) return fail(r.error());
 
+  // The test hook's timer, made while every call is still allowed.
+  int hookFd = -1;
+  if (opts->forbiddenSyscallAfterMsForTest > 0) {
+    auto h = armForbiddenSyscallForTest(srv, opts->forbiddenSyscallAfterMsForTest);
+    if (!h) return fail(h.error());
+    hookFd = *h;
+  }
+
   // Sockets are open: enter the sandbox before serving.
   bool dropped = false;
   if (!opts->user.empty() || !opts->chrootDir.empty()) {
@@ -118,6 +158,10 @@ int main(int argc, char** argv) {
   if (channel) srv.removeFd(channel->fd());
   srv.removeFd(sfd);
   ::close(sfd);
+  if (hookFd >= 0) {
+    srv.removeFd(hookFd);
+    ::close(hookFd);
+  }
   LOG_INFO("stopped");
   return 0;
 }

@@ -91,8 +91,8 @@ std::chrono::milliseconds restartDelay(int failures) {
   return std::chrono::milliseconds(std::min<int64_t>(ms, 10000));
 }
 
-Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
-    : cfg_(std::move(cfg)), args_(std::move(args)) {
+Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args, TestHooks hooks)
+    : cfg_(std::move(cfg)), args_(std::move(args)), hooks_(hooks) {
   applyDevDefaults(cfg_);
   // The spawn table. Roles arrive here as they are built (stun-worker,
   // cert-agent, mesh-helper, monitor).
@@ -201,6 +201,11 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
         [this] {
           std::vector<std::string> a = {"--log-level", cfg_.logLevel};
           for (int fd : udpFds_) a.insert(a.end(), {"--udp-fd", std::to_string(fd)});
+          if (hooks_.stunForbiddenSyscallAfterMs > 0) {
+            // The first start only: the restarted stun-worker serves normally.
+            a.insert(a.end(), {"--forbidden-syscall-after-for-test", std::to_string(hooks_.stunForbiddenSyscallAfterMs)});
+            hooks_.stunForbiddenSyscallAfterMs = 0;
+          }
           if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
           return a;
         },
