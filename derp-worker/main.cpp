@@ -285,7 +285,10 @@ int main(int argc, char** argv) {
   }
   // The sandbox's last step, before the loops start: from here on only the
   // allow-list's calls, on every thread.
-  auto sc = proc::enterSeccomp(ipc::Role::DerpWorker, opts->seccomp, dropped);
+  // Alone with -mesh-with, it resolves the hosts itself (getaddrinfo).
+  proc::SeccompExtras extras;
+  extras.resolveNames = !opts->meshPeersFromControl && !meshHosts->empty();
+  auto sc = proc::enterSeccomp(ipc::Role::DerpWorker, opts->seccomp, dropped, extras);
   if (!sc) return fail(sc.error());
   LOG_INFO("{}", *sc);
   if (auto r = server.start(); !r) return fail("start: " + r.error());

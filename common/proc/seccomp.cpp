@@ -50,30 +50,39 @@ Result<void> addRule(scmp_filter_ctx ctx, const SyscallRule& r) {
   return okResult();
 }
 
-}  // namespace
-
-SeccompPolicy seccompPolicy(ipc::Role role) {
-  switch (role) {
-    case ipc::Role::DerpWorker: return policy::derpWorker();
-    case ipc::Role::StunWorker: return policy::stunWorker();
-    case ipc::Role::CertAgent: return policy::certAgent();
-    case ipc::Role::MeshHelper: return policy::meshHelper();
-    case ipc::Role::Monitor: return policy::monitor();
-    case ipc::Role::Supervisor: break;
-  }
-  return {};
-}
-
-std::vector<std::string> seccompPolicyNames(ipc::Role role) {
+std::vector<std::string> namesOf(const SeccompPolicy& p) {
   std::vector<std::string> names;
-  for (const SyscallRule& r : seccompPolicy(role)) names.emplace_back(r.name);
+  for (const SyscallRule& r : p) names.emplace_back(r.name);
   std::sort(names.begin(), names.end());
   names.erase(std::unique(names.begin(), names.end()), names.end());
   return names;
 }
 
-Result<size_t> installSeccomp(ipc::Role role) {
-  const SeccompPolicy rules = seccompPolicy(role);
+}  // namespace
+
+SeccompPolicy seccompPolicy(ipc::Role role, const SeccompExtras& extras) {
+  SeccompPolicy p;
+  switch (role) {
+    case ipc::Role::DerpWorker: p = policy::derpWorker(); break;
+    case ipc::Role::StunWorker: p = policy::stunWorker(); break;
+    case ipc::Role::CertAgent: p = policy::certAgent(); break;
+    case ipc::Role::MeshHelper: p = policy::meshHelper(); break;
+    case ipc::Role::Monitor: p = policy::monitor(); break;
+    case ipc::Role::Supervisor: return {};
+  }
+  if (extras.resolveNames) {
+    policy::append(p, policy::readFiles());
+    policy::append(p, policy::dialAndResolve());
+  }
+  return p;
+}
+
+std::vector<std::string> seccompPolicyNames(ipc::Role role, const SeccompExtras& extras) {
+  return namesOf(seccompPolicy(role, extras));
+}
+
+Result<size_t> installSeccomp(ipc::Role role, const SeccompExtras& extras) {
+  const SeccompPolicy rules = seccompPolicy(role, extras);
   if (rules.empty()) return makeError("no seccomp policy for " + std::string(ipc::roleName(role)));
   // SCMP_ACT_KILL_PROCESS needs API level 3 (kernel 4.14): without it a
   // forbidden call would kill one thread and leave the process half alive.
@@ -88,17 +97,18 @@ Result<size_t> installSeccomp(ipc::Role role) {
     if (auto a = addRule(ctx.get(), r); !a) return std::move(a).takeError();
   }
   if (int rc = seccomp_load(ctx.get()); rc < 0) return makeError(scmpError("seccomp_load", rc));
-  return seccompPolicyNames(role).size();
+  return namesOf(rules).size();
 }
 
-Result<std::string> enterSeccomp(ipc::Role role, bool wanted, bool dropped) {
+Result<std::string> enterSeccomp(ipc::Role role, bool wanted, bool dropped, const SeccompExtras& extras) {
   if (!kSeccompBuild) return std::string("seccomp: off (sanitizer build)");
   if (!wanted) return std::string("seccomp: off (seccomp = false)");
   if (!dropped) return std::string("seccomp: off (no privilege drop: not started as root with --user)");
-  auto n = installSeccomp(role);
+  auto n = installSeccomp(role, extras);
   if (!n) return std::move(n).takeError();
   return "seccomp: " + std::string(ipc::roleName(role)) + " allow-list in force (" + std::to_string(*n) +
-         " system calls; any other kills the process)";
+         " system calls" + (extras.resolveNames ? ", with name resolution" : "") +
+         "; any other kills the process)";
 }
 
 }  // namespace derpd::proc

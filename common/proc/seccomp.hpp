@@ -43,25 +43,32 @@ struct SyscallRule {
 
 using SeccompPolicy = std::vector<SyscallRule>;
 
-// The allow-list of `role` (the shared base plus the role's own entries).
-// Role::Supervisor has none: derpd is never filtered (it forks, execs and
-// stays root).
-SeccompPolicy seccompPolicy(ipc::Role role);
+// What a process does beyond its role's usual work under derpd.
+struct SeccompExtras {
+  // Name resolution with getaddrinfo (files, nscd, DNS, netlink): for
+  // derp-worker run alone, which resolves its -mesh-with hosts itself.
+  bool resolveNames = false;
+};
 
-// Names the policy of `role` mentions (sorted, unique), for tests and docs.
-std::vector<std::string> seccompPolicyNames(ipc::Role role);
+// The allow-list of `role` (the shared base plus the role's own entries,
+// plus `extras`). Role::Supervisor has none: derpd is never filtered (it
+// forks, execs and stays root).
+SeccompPolicy seccompPolicy(ipc::Role role, const SeccompExtras& extras = {});
+
+// Names a policy mentions (sorted, unique), for tests and docs.
+std::vector<std::string> seccompPolicyNames(ipc::Role role, const SeccompExtras& extras = {});
 
 // Installs `role`'s filter on every thread of the calling process. Needs
 // PR_SET_NO_NEW_PRIVS (or CAP_SYS_ADMIN). Once it returns, a system call
 // outside the list kills the process. Returns the number of system calls
 // the list names.
-Result<size_t> installSeccomp(ipc::Role role);
+Result<size_t> installSeccomp(ipc::Role role, const SeccompExtras& extras = {});
 
 // The end of a role's sandbox: installs the filter when `wanted` (the
 // `seccomp` setting, --seccomp), the privileges were dropped (`dropped`:
 // started as root with --user) and this is not a sanitizer build. Returns
 // the line to log either way: "seccomp: <role> allow-list in force (N
 // system calls; ...)" or "seccomp: off (<why>)".
-Result<std::string> enterSeccomp(ipc::Role role, bool wanted, bool dropped);
+Result<std::string> enterSeccomp(ipc::Role role, bool wanted, bool dropped, const SeccompExtras& extras = {});
 
 }  // namespace derpd::proc

@@ -69,7 +69,8 @@ SeccompPolicy base() {
       // I/O on descriptors the process already holds: the log (stderr), the
       // control socket (libzmq), its listeners and connections.
       allow("read"), allow("write"), allow("readv"), allow("writev"), allow("pread64"), allow("close"),
-      allow("fcntl"), allow("lseek"), allow("fstat"), allow("newfstatat"),
+      allow("fcntl"), allow("dup"), allow("dup2"), allow("dup3"), allow("lseek"), allow("fstat"),
+      allow("newfstatat"),
       allow("sendto"), allow("recvfrom"), allow("sendmsg"), allow("recvmsg"), allow("sendmmsg"),
       allow("recvmmsg"), allow("getsockopt"), allow("setsockopt"), allow("getsockname"),
       allow("getpeername"), allow("shutdown"),

@@ -244,6 +244,33 @@ TEST_F(SeccompFilterTest, SocketFamiliesPerRole) {
   }
 }
 
+// derp-worker alone resolves its -mesh-with hosts itself: getaddrinfo's
+// nscd socket, netlink and the resolver's files come with the extra.
+TEST_F(SeccompFilterTest, NameResolutionExtra) {
+  SeccompExtras resolver;
+  resolver.resolveNames = true;
+  auto names = seccompPolicyNames(Role::DerpWorker, resolver);
+  EXPECT_TRUE(has(names, "bind"));
+  EXPECT_FALSE(has(seccompPolicyNames(Role::DerpWorker), "bind"));
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) ::_exit(90);
+    if (!installSeccomp(Role::DerpWorker, resolver)) ::_exit(91);
+    for (int family : {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK}) {
+      int fd = ::socket(family, (family == AF_NETLINK ? SOCK_RAW : SOCK_DGRAM) | SOCK_CLOEXEC, 0);
+      if (fd < 0) ::_exit(92);
+      ::close(fd);
+    }
+    int fd = ::openat(AT_FDCWD, "/etc/hosts", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    ::_exit(0);
+  }
+  ASSERT_GT(pid, 0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid, &st, 0), pid);
+  EXPECT_TRUE(exitedZero(st)) << "wait status " << st;
+}
+
 TEST_F(SeccompFilterTest, FilesPerRole) {
   char tmpl[] = "/tmp/derpd-seccomp-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl), nullptr);
