@@ -18,6 +18,7 @@
 #include "common/ipc/child.hpp"
 #include "common/log/log.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 #include "common/util/fd.hpp"
 #include "options.hpp"
 
@@ -63,12 +64,18 @@ int main(int argc, char** argv) {
     if (auto w = dir->watch(); !w) return fail(w.error());
   }
 
+  bool dropped = false;
   if (!opts->user.empty()) {
     auto sb = proc::enterSandbox({opts->user, ""});
     if (!sb) return fail("sandbox: " + sb.error());
-    LOG_INFO("sandbox: {} (no chroot: -certdir, DNS and the CA certificates are needed)", *sb);
+    LOG_INFO("sandbox: {} (no chroot: -certdir, DNS and the CA certificates are needed)", sb->what);
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
+    dropped = sb->dropped;
   }
+  // The sandbox's last step, before the ACME thread starts.
+  auto sc = proc::enterSeccomp(ipc::Role::CertAgent, opts->seccomp, dropped);
+  if (!sc) return fail(sc.error());
+  LOG_INFO("{}", *sc);
   int sigFd = ::signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sigFd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
 

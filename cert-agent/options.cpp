@@ -83,6 +83,7 @@ Set by derpd:
   --acme-eab-key-fd N   read the External Account Binding MAC key from this pipe
   --user NAME           when root: drop to this user (derpd's cert-user) after
                         opening DIR
+  --seccomp=false       no seccomp system call filter after the drop (debugging)
   -h, --help            this text
 )";
 }

@@ -28,6 +28,7 @@ struct Options {
   std::string user;                              // --user: drop to this user (when root)
   std::string chrootDir;                         // --chroot: refused (cert-agent needs certdir, DNS, CAs)
   std::string control;                           // --control: derpd's control endpoint (ipc://...)
+  bool seccomp = true;                           // --seccomp=false: no syscall filter after the drop
 };
 
 // Parses argv (without argv[0]). Errors name the flag.

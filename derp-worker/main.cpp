@@ -29,6 +29,7 @@
 #include "common/net/listener.hpp"
 #include "common/net/mesh_hosts.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 #include "common/tls/certs.hpp"
 #include "common/util/fd.hpp"
 #include "admission.hpp"
@@ -275,16 +276,26 @@ int main(int argc, char** argv) {
     return fail("listen: " + r.error());
   }
   // Everything is loaded: enter the sandbox before serving.
+  bool dropped = false;
   if (!opts->user.empty() || !opts->chrootDir.empty()) {
     auto sb = proc::enterSandbox({opts->user, opts->chrootDir});
     if (!sb) return fail("sandbox: " + sb.error());
-    LOG_INFO("sandbox: {}", *sb);
+    LOG_INFO("sandbox: {}", sb->what);
+    dropped = sb->dropped;
   }
   if (control) {
     // A uid change clears PR_SET_PDEATHSIG: arm it now, so derp-worker never
     // outlives derpd (which would keep the port busy).
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
   }
+  // The sandbox's last step, before the loops start: from here on only the
+  // allow-list's calls, on every thread.
+  // Alone with -mesh-with, it resolves the hosts itself (getaddrinfo).
+  proc::SeccompExtras extras;
+  extras.resolveNames = !opts->meshPeersFromControl && !meshHosts->empty();
+  auto sc = proc::enterSeccomp(ipc::Role::DerpWorker, opts->seccomp, dropped, extras);
+  if (!sc) return fail(sc.error());
+  LOG_INFO("{}", *sc);
   if (auto r = server.start(); !r) return fail("start: " + r.error());
   if (auto b = server.bootstrapDns()) b->start();
   // Alone, derp-worker resolves its mesh peers itself (no chroot then);

@@ -187,6 +187,7 @@ Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
                         (handshakes fail until the first certificate arrives)
   --user NAME           when root: drop to this user after loading
   --chroot DIR          when root: chroot into this empty directory
+  --seccomp=false       no seccomp system call filter after the drop (debugging)
   -h, --help            this text
 )";
 }

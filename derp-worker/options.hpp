@@ -52,6 +52,7 @@ struct Options {
   std::string unpublishedBootstrapDnsNames;  // -unpublished-bootstrap-dns-names
   std::string bootstrapDnsServer;     // --bootstrap-dns-server (empty: /etc/resolv.conf)
   std::string control;                // --control: derpd's control endpoint (ipc://...)
+  bool seccomp = true;                // --seccomp=false: no syscall filter after the drop
   bool tlsFromControl = false;        // --tls-from-control: TLS, certificates from cert-agent
   bool meshPeersFromControl = false;  // --mesh-peers-from-control: addresses from mesh-helper
   bool verifyViaControl = false;      // --verify-via-control: admission asked of mesh-helper

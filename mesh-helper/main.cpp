@@ -14,6 +14,7 @@
 #include "common/ipc/child.hpp"
 #include "common/log/log.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 #include "options.hpp"
 #include "service.hpp"
 
@@ -44,12 +45,18 @@ int main(int argc, char** argv) {
   if (!ch) return fail(ch.error());
   std::unique_ptr<ipc::Channel> channel = std::move(ch).value();
 
+  bool dropped = false;
   if (!opts->user.empty()) {
     auto sb = proc::enterSandbox({opts->user, ""});
     if (!sb) return fail("sandbox: " + sb.error());
-    LOG_INFO("sandbox: {} (no chroot: the resolver's files and tailscaled's socket are needed)", *sb);
+    LOG_INFO("sandbox: {} (no chroot: the resolver's files and tailscaled's socket are needed)", sb->what);
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
+    dropped = sb->dropped;
   }
+  // The sandbox's last step, before the worker and resolver threads start.
+  auto sc = proc::enterSeccomp(ipc::Role::MeshHelper, opts->seccomp, dropped);
+  if (!sc) return fail(sc.error());
+  LOG_INFO("{}", *sc);
   int sigFd = ::signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sigFd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
 

@@ -70,6 +70,7 @@ and/or an admission controller. derpd starts it; it does not run on its own.
 Set by derpd:
   --control ipc://PATH  derpd's control socket (required)
   --user NAME           when root: drop to this user
+  --seccomp=false       no seccomp system call filter after the drop (debugging)
   -h, --help            this text
 )";
 }

@@ -19,6 +19,7 @@
 #include "common/ipc/child.hpp"
 #include "common/log/log.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 #include "common/util/fd.hpp"
 #include "probe/derp_prober.hpp"
 #include "probe/http_server.hpp"
@@ -117,14 +118,23 @@ int main(int argc, char** argv) {
     if (!ch) return fail(ch.error());
     channel = std::move(ch).value();
   }
+  bool dropped = false;
   if (!opts->user.empty()) {
     // Not chrooted: the probe resolves names and reads CA files.
     auto sb = proc::enterSandbox({opts->user, ""});
     if (!sb) return fail("sandbox: " + sb.error());
-    LOG_INFO("sandbox: {}", *sb);
+    LOG_INFO("sandbox: {}", sb->what);
+    dropped = sb->dropped;
   }
   if (monitor) {
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
+  }
+  // The sandbox's last step, before the probe and HTTP threads start. The
+  // monitor's list also serves derpd-probe run by hand with --user.
+  if (monitor || dropped) {
+    auto sc = proc::enterSeccomp(ipc::Role::Monitor, opts->seccomp, dropped);
+    if (!sc) return fail(sc.error());
+    LOG_INFO("{}", *sc);
   }
   int sfd = ::signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sfd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));

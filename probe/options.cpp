@@ -146,7 +146,8 @@ derpd's own:
   -h, --help                  this text
 
 Run by derpd as its monitor role: --control ipc://PATH, --mesh-key-fd N,
---derp-map-fd N (a fixed map instead of -derp-map), --user U.
+--derp-map-fd N (a fixed map instead of -derp-map), --user U (then a seccomp
+system call filter, unless --seccomp=false).
 )";
 }
 

@@ -38,6 +38,7 @@ struct Options {
   std::string logLevel = "info";               // --log-level
   // the monitor role (under derpd)
   std::string control;                         // --control ipc://…
+  bool seccomp = true;                         // --seccomp=false: no syscall filter after the drop
   int meshKeyFd = -1;                          // --mesh-key-fd
   int derpMapFd = -1;                          // --derp-map-fd: a fixed map from derpd
   std::string user;                            // --user (privilege drop when root)

@@ -3,6 +3,8 @@
 // through a signalfd in the server's epoll loop, like the UDP sockets.
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +18,7 @@
 #include "common/net/listener.hpp"
 #include "common/net/udp.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 #include "control.hpp"
 #include "options.hpp"
 #include "server.hpp"
@@ -56,6 +59,36 @@ void onSignals(int sfd, Server& server) {
   }
 }
 
+// --forbidden-syscall-after-for-test MS: a timer that, once the sandbox is
+// in force, makes a system call no allow-list has, so tests can see the
+// filter kill stun-worker (SIGSYS) and derpd restart it. personality(2)
+// with 0xffffffff only reads the persona: without a filter it is harmless.
+Result<int> armForbiddenSyscallForTest(Server& srv, int ms) {
+  int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (fd < 0) return makeError(std::string("timerfd_create: ") + std::strerror(errno));
+  itimerspec its{};
+  its.it_value.tv_sec = ms / 1000;
+  its.it_value.tv_nsec = long(ms % 1000) * 1000000L;
+  if (::timerfd_settime(fd, 0, &its, nullptr) != 0) {
+    int e = errno;
+    ::close(fd);
+    return makeError(std::string("timerfd_settime: ") + std::strerror(e));
+  }
+  auto r = srv.addFd(fd, [fd](uint32_t) {
+    uint64_t ticks = 0;
+    if (::read(fd, &ticks, sizeof ticks) != ssize_t(sizeof ticks)) return;
+    LOG_WARN("test hook: calling personality(2), which no seccomp allow-list has");
+    long rc = ::syscall(SYS_personality, 0xffffffffUL);
+    LOG_WARN("test hook: personality(2) returned {}: no seccomp filter is in force", rc);
+  });
+  if (!r) {
+    ::close(fd);
+    return makeError(r.error());
+  }
+  LOG_WARN("test hook: a forbidden system call in {} ms", ms);
+  return fd;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,11 +121,21 @@ int main(int argc, char** argv) {
   Server& srv = **server;
   if (auto r = srv.addFd(sfd, [&](uint32_t) { onSignals(sfd, srv); }); !r) return fail(r.error());
 
+  // The test hook's timer, made while every call is still allowed.
+  int hookFd = -1;
+  if (opts->forbiddenSyscallAfterMsForTest > 0) {
+    auto h = armForbiddenSyscallForTest(srv, opts->forbiddenSyscallAfterMsForTest);
+    if (!h) return fail(h.error());
+    hookFd = *h;
+  }
+
   // Sockets are open: enter the sandbox before serving.
+  bool dropped = false;
   if (!opts->user.empty() || !opts->chrootDir.empty()) {
     auto sb = proc::enterSandbox({opts->user, opts->chrootDir});
     if (!sb) return fail("sandbox: " + sb.error());
-    LOG_INFO("sandbox: {}", *sb);
+    LOG_INFO("sandbox: {}", sb->what);
+    dropped = sb->dropped;
   }
   std::unique_ptr<Control> control;
   if (channel) {
@@ -101,6 +144,10 @@ int main(int argc, char** argv) {
     if (auto r = ipc::armParentDeathSignal(parent); !r) return fail(r.error());
     control = std::make_unique<Control>(*channel, srv);
   }
+  // The sandbox's last step: from here on only the allow-list's calls.
+  auto sc = proc::enterSeccomp(ipc::Role::StunWorker, opts->seccomp, dropped);
+  if (!sc) return fail(sc.error());
+  LOG_INFO("{}", *sc);
   for (const auto& a : srv.addresses()) LOG_INFO("serving STUN on {}", a);
   if (control) {
     if (auto r = control->attach(); !r) return fail(r.error());
@@ -111,6 +158,10 @@ int main(int argc, char** argv) {
   if (channel) srv.removeFd(channel->fd());
   srv.removeFd(sfd);
   ::close(sfd);
+  if (hookFd >= 0) {
+    srv.removeFd(hookFd);
+    ::close(hookFd);
+  }
   LOG_INFO("stopped");
   return 0;
 }

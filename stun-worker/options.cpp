@@ -31,6 +31,10 @@ const config::GoFlagTable<Options>& flags() {
          if (std::find(o.udpFds.begin(), o.udpFds.end(), *i) != o.udpFds.end()) return makeError("fd given twice");
          if (o.udpFds.size() >= kMaxUdpFds) return makeError("too many descriptors");
          o.udpFds.push_back(*i); return {}; }}},
+      {"forbidden-syscall-after-for-test", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i) return makeError(i.error());
+         if (*i <= 0) return makeError("want a positive number of milliseconds");
+         o.forbiddenSyscallAfterMsForTest = *i; return {}; }}},
     };
     config::addChildRoleFlags(t);
     return t;
@@ -68,6 +72,10 @@ Set by derpd when it runs stun-worker (inherited descriptors, sandbox):
                         When given, -a and -stun-port are not used to bind
   --user NAME           when root: drop to this user once the sockets are open
   --chroot DIR          when root: chroot into this empty directory
+  --seccomp=false       no seccomp system call filter after the drop (debugging)
+  --forbidden-syscall-after-for-test MS
+                        tests only: MS ms after the start, make a system call
+                        the seccomp filter forbids (stun-worker dies of SIGSYS)
   --control ipc://PATH  derpd's control socket (ZeroMQ): Hello, Ready, Reload,
                         Shutdown, log reopen; counters reported every 2 s
   -h, --help            this text

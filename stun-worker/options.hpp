@@ -21,6 +21,9 @@ struct Options {
   std::string user;               // --user: drop to this user (when root)
   std::string chrootDir;          // --chroot: empty directory to chroot into
   std::string control;            // --control: derpd's control endpoint (ipc://...)
+  bool seccomp = true;            // --seccomp=false: no syscall filter after the drop
+  // --forbidden-syscall-after-for-test MS (tests only): see main.cpp.
+  int forbiddenSyscallAfterMsForTest = 0;
 };
 
 // Parses argv (without argv[0]). Errors name the flag.

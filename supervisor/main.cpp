@@ -2,6 +2,7 @@
 // and /etc/derpd/derpd.conf, opens the privileged resources, runs the roles.
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/config/config.hpp"
@@ -11,8 +12,57 @@
 
 using namespace derpd;
 
+namespace {
+
+constexpr std::string_view kStunForbiddenSyscallFlag = "stun-forbidden-syscall-after-for-test";
+
+// Takes derpd's test-only flags out of args (they are not config keys, so
+// loadConfig and the reloads never see them): -name MS, -name=MS, --name ...
+Result<supervisor::TestHooks> takeTestFlags(std::vector<std::string>& args) {
+  supervisor::TestHooks hooks;
+  for (size_t i = 0; i < args.size();) {
+    std::string_view body = args[i];
+    if (body == "--") break;
+    if (body.rfind("--", 0) == 0) {
+      body.remove_prefix(2);
+    } else if (body.rfind('-', 0) == 0) {
+      body.remove_prefix(1);
+    }
+    if (body.size() == args[i].size() || body.rfind(kStunForbiddenSyscallFlag, 0) != 0) {
+      ++i;
+      continue;
+    }
+    std::string_view rest = body.substr(kStunForbiddenSyscallFlag.size());
+    std::string value;
+    size_t take = 1;
+    if (rest.empty()) {
+      if (i + 1 >= args.size()) return makeError("flag needs an argument: -" + std::string(kStunForbiddenSyscallFlag));
+      value = args[i + 1];
+      take = 2;
+    } else if (rest[0] == '=') {
+      value = std::string(rest.substr(1));
+    } else {
+      ++i;  // another flag with this prefix
+      continue;
+    }
+    auto ms = config::parseGoInt(value);
+    if (!ms || *ms <= 0 || *ms > 3600 * 1000)
+      return makeError("invalid value \"" + value + "\" for flag -" + std::string(kStunForbiddenSyscallFlag));
+    hooks.stunForbiddenSyscallAfterMs = int(*ms);
+    args.erase(args.begin() + long(i), args.begin() + long(i + take));
+  }
+  return hooks;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
+  auto hooks = takeTestFlags(args);
+  if (!hooks) {
+    std::fprintf(stderr, "derpd: %s\n(run derpd --help for usage)\n", hooks.error().c_str());
+    return 2;
+  }
   auto cfg = config::loadConfig(args);
   if (!cfg) {
     std::fprintf(stderr, "derpd: %s\n(run derpd --help for usage)\n", cfg.error().c_str());
@@ -38,7 +88,10 @@ int main(int argc, char** argv) {
     LOG_WARN("file descriptor limit {} is below max-connections ({}) + 1024: connections beyond it fail", *n,
              cfg->maxConnections);
   }
-  supervisor::Supervisor sup(*cfg, args);
+  if (hooks->stunForbiddenSyscallAfterMs > 0)
+    LOG_WARN("test hook: stun-worker makes a forbidden system call {} ms after it starts",
+             hooks->stunForbiddenSyscallAfterMs);
+  supervisor::Supervisor sup(*cfg, args, *hooks);
   if (auto r = sup.prepare(); !r) {
     LOG_ERR("{}", r.error());
     return 1;

@@ -23,6 +23,7 @@
 #include "common/net/listener.hpp"
 #include "common/net/udp.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/proc/seccomp.hpp"
 
 namespace derpd::supervisor {
 
@@ -90,8 +91,8 @@ std::chrono::milliseconds restartDelay(int failures) {
   return std::chrono::milliseconds(std::min<int64_t>(ms, 10000));
 }
 
-Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
-    : cfg_(std::move(cfg)), args_(std::move(args)) {
+Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args, TestHooks hooks)
+    : cfg_(std::move(cfg)), args_(std::move(args)), hooks_(hooks) {
   applyDevDefaults(cfg_);
   // The spawn table. Roles arrive here as they are built (stun-worker,
   // cert-agent, mesh-helper, monitor).
@@ -204,6 +205,11 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args)
         [this] {
           std::vector<std::string> a = {"--log-level", cfg_.logLevel};
           for (int fd : udpFds_) a.insert(a.end(), {"--udp-fd", std::to_string(fd)});
+          if (hooks_.stunForbiddenSyscallAfterMs > 0) {
+            // The first start only: the restarted stun-worker serves normally.
+            a.insert(a.end(), {"--forbidden-syscall-after-for-test", std::to_string(hooks_.stunForbiddenSyscallAfterMs)});
+            hooks_.stunForbiddenSyscallAfterMs = 0;
+          }
           if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
           return a;
         },
@@ -406,6 +412,12 @@ Result<void> Supervisor::prepare() {
   } else {
     LOG_WARN("running as uid {} (not root): children keep this user, no chroot", ::geteuid());
   }
+  // Said once here; each child logs its own seccomp line as well.
+  if (!proc::kSeccompBuild) {
+    LOG_INFO("seccomp: off in this sanitizer build (the sanitizers' own system calls and LeakSanitizer's ptrace)");
+  } else if (!cfg_.seccomp) {
+    LOG_WARN("seccomp = false: the children run without system call filters");
+  }
   if (auto r = prepareRuntimeDir(); !r) return r;
 
   sigset_t sigs;
@@ -433,6 +445,8 @@ Result<void> Supervisor::spawn(Child& c) {
   auto more = c.spec->args();
   argv.insert(argv.end(), more.begin(), more.end());
   argv.insert(argv.end(), {"--control", control_->endpoint()});
+  // Every role installs its seccomp filter after the drop unless told not to.
+  if (!cfg_.seccomp) argv.push_back("--seccomp=false");
 
   // One pipe per secret: the child reads it before anything else.
   std::vector<Secret> secrets = c.spec->secrets ? c.spec->secrets() : std::vector<Secret>{};

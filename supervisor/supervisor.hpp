@@ -39,6 +39,15 @@ struct Secret {
   std::string bytes;
 };
 
+// Test-only behaviour, set by derpd's --...-for-test flags (not config keys,
+// not in --help; see main.cpp).
+struct TestHooks {
+  // --stun-forbidden-syscall-after-for-test MS: passed to stun-worker's
+  // first start as --forbidden-syscall-after-for-test, so its seccomp filter
+  // kills it (and the restarted one runs normally).
+  int stunForbiddenSyscallAfterMs = 0;
+};
+
 // One row of the spawn table.
 struct RoleSpec {
   ipc::Role role;
@@ -69,7 +78,7 @@ struct Child {
 
 class Supervisor {
  public:
-  Supervisor(config::Config cfg, std::vector<std::string> args);
+  Supervisor(config::Config cfg, std::vector<std::string> args, TestHooks hooks = {});
   ~Supervisor();
 
   // Opens listeners, key files, the runtime dir and the control socket;
@@ -119,6 +128,7 @@ class Supervisor {
 
   config::Config cfg_;
   std::vector<std::string> args_;  // the command line, for reloads
+  TestHooks hooks_;
   std::vector<RoleSpec> table_;
   std::vector<Child> children_;
   std::string libexecDir_;

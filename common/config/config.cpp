@@ -136,6 +136,9 @@ const std::vector<KeyDef>& keyTable() {
        "address of the monitor's status page and /metrics (empty: none)"},
       {"runtime-dir", &Settings::runtimeDir, false,
        "directory (0700) of the control-plane sockets"},
+      {"seccomp", &Settings::seccomp, false,
+       "when started as root, each child ends its sandbox with a seccomp filter of the system "
+       "calls its role needs (any other kills it); false turns the filters off, for debugging"},
       {"state-dir", &Settings::stateDir, false, "directory of derpd's persistent state"},
       {"threads", &Settings::threads, false,
        "DERP event-loop threads (0: one per CPU)"},

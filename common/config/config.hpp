@@ -63,6 +63,7 @@ struct Settings {
   std::string user = "_derpd";                      // --user
   std::string certUser = "_derpd-cert";             // --cert-user
   std::string runtimeDir = "/run/derpd";            // --runtime-dir
+  bool seccomp = true;                              // --seccomp: per-role syscall filters after the drop
   std::string stateDir = "/var/lib/derpd";          // --state-dir
   std::string logFile;                              // --log-file (empty = stderr)
   std::string logLevel = "info";                    // --log-level

@@ -74,8 +74,8 @@ Result<void> parseGoFlags(const std::vector<std::string>& args, const GoFlagTabl
 }
 
 // The flags of every child role: --log-level, --user, --chroot, --control,
-// -version, -h/--help. Opts needs the members logLevel, user, chrootDir,
-// control, version and help.
+// --seccomp, -version, -h/--help. Opts needs the members logLevel, user,
+// chrootDir, control, seccomp, version and help.
 template <typename Opts>
 void addChildRoleFlags(GoFlagTable<Opts>& t) {
   t["log-level"] = {false, [](Opts& o, const std::string& v) -> Result<void> {
@@ -95,6 +95,12 @@ void addChildRoleFlags(GoFlagTable<Opts>& t) {
   t["control"] = {false, [](Opts& o, const std::string& v) -> Result<void> {
                     if (v.rfind("ipc://", 0) != 0) return makeError("want ipc://PATH");
                     o.control = v;
+                    return okResult();
+                  }};
+  t["seccomp"] = {true, [](Opts& o, const std::string& v) -> Result<void> {
+                    auto b = flagBool(v);
+                    if (!b) return makeError(b.error());
+                    o.seccomp = *b;
                     return okResult();
                   }};
   t["version"] = {true, [](Opts& o, const std::string& v) -> Result<void> {

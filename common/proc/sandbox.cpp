@@ -36,11 +36,11 @@ Result<uint64_t> raiseFdLimit() {
   return uint64_t(rl.rlim_cur);
 }
 
-Result<std::string> enterSandbox(const SandboxSpec& spec) {
+Result<Sandboxed> enterSandbox(const SandboxSpec& spec) {
   if (::geteuid() != 0) {
     LOG_WARN("running as uid {} (not root): privilege drop and chroot skipped", ::geteuid());
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return makeError(errnoText("PR_SET_NO_NEW_PRIVS"));
-    return std::string("not root: no drop");
+    return Sandboxed{"not root: no drop", false};
   }
   // Look the user up before chroot: /etc is not there afterwards.
   auto ids = lookupUser(spec.user);
@@ -59,7 +59,7 @@ Result<std::string> enterSandbox(const SandboxSpec& spec) {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return makeError(errnoText("PR_SET_NO_NEW_PRIVS"));
   std::string what = "uid " + std::to_string(uid) + " gid " + std::to_string(gid);
   if (!spec.chrootDir.empty()) what += ", chroot " + spec.chrootDir;
-  return what;
+  return Sandboxed{what, true};
 }
 
 Result<void> prepareEmptyDir(const std::string& path) {

@@ -26,8 +26,15 @@ struct UserIds {
 // The uid and primary gid of a system user (getpwnam); root is refused.
 Result<UserIds> lookupUser(const std::string& user);
 
-// Result: what was done, e.g. "uid 65534 gid 65534, chroot /run/derpd/empty".
-Result<std::string> enterSandbox(const SandboxSpec& spec);
+struct Sandboxed {
+  std::string what;      // e.g. "uid 65534 gid 65534, chroot /run/derpd/empty"
+  bool dropped = false;  // the privileges were dropped (started as root)
+};
+
+// Chroot, drop, PR_SET_NO_NEW_PRIVS. The role's seccomp filter
+// (seccomp.hpp) comes after this, once the role has nothing left to do that
+// its allow-list leaves out (PR_SET_PDEATHSIG).
+Result<Sandboxed> enterSandbox(const SandboxSpec& spec);
 
 // Raises the soft RLIMIT_NOFILE to the hard limit (Go's runtime does the same
 // for derper), so a relay is bounded by max-connections rather than by a

@@ -67,7 +67,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ -n "$(field Description)" ] || fail "no Description"
 depends=$(field Depends)
 [ -n "$depends" ] || fail "no Depends"
-for dep in adduser libc6; do
+for dep in adduser libc6 libseccomp2; do
   grep -Eq "(^|, )$dep( |,|$)" <<<"$depends" || fail "Depends lacks $dep: $depends"
 done
 

@@ -121,7 +121,7 @@ TEST(ConfigDefaults, MeshPskFileSearch) {
 TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
   const auto& names = keyNames();
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 48u);
+  EXPECT_EQ(names.size(), 49u);
   for (const char* k : {"a", "http-port", "stun-port", "stun", "derp", "dev", "c", "certmode",
                         "certdir", "hostname", "mesh-psk-file", "mesh-with", "bootstrap-dns-names",
                         "unpublished-bootstrap-dns-names", "verify-clients", "verify-client-url",
@@ -130,8 +130,9 @@ TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
                         "version", "config", "user", "cert-user", "runtime-dir", "state-dir",
                         "acme-directory-url", "acme-ca-file", "acme-challenges", "acme-email",
                         "acme-eab-kid", "acme-eab-key", "force-tls", "mesh-ca-file", "verify-clients-socket",
-                        "log-file", "log-level", "threads", "drain-timeout", "max-connections", "max-handshakes", "monitor", "monitor-ca-file",
-                        "monitor-derp-map", "monitor-interval", "monitor-listen"}) {
+                        "log-file", "log-level", "threads", "drain-timeout", "max-connections", "max-handshakes",
+                        "monitor", "monitor-ca-file", "monitor-derp-map", "monitor-interval", "monitor-listen",
+                        "seccomp"}) {
     EXPECT_TRUE(std::find(names.begin(), names.end(), k) != names.end()) << k;
   }
 }
