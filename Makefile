@@ -35,13 +35,16 @@ test-asan: deps
 # ThreadSanitizer (clang) on derp-worker's multi-threaded relay: its unit
 # tests and the integration tests that relay through two event loops, with
 # derpd and derp-worker built under TSan (a report in a log fails the test).
+# tests/tsan.supp silences libzmq, which Debian does not build with TSan.
+# Not in .ci/run yet: it still reports a race in MeshClusterTest (see
+# docs/SECURITY.md).
 TSAN_TESTS ?= RelayTest|SlowReceiverTest|DupKeyTest|PeerGoneTest|MeshTest|MeshClusterTest|Registry|BootstrapThread|LimitsTest
 test-tsan: deps
 	@cmake -S . -B build-tsan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_TSAN=ON \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS) --target derpd derp-worker stun-worker cert-agent mesh-helper \
 	  derp_worker_unit_tests derpd_integration_tests
-	TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" ctest --test-dir build-tsan --output-on-failure \
+	TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" ctest --test-dir build-tsan --output-on-failure \
 	  -j $(JOBS) --timeout 900 -R '$(TSAN_TESTS)'
 
 # libFuzzer targets, each run for FUZZ_SECONDS (a smoke run in `make test`).
