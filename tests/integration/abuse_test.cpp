@@ -7,9 +7,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <dirent.h>
-#include <fstream>
-#include <sstream>
 
 #include "support/harness.hpp"
 
@@ -26,29 +23,6 @@ constexpr bool kCheckRss = false;
 constexpr bool kCheckRss = true;
 #endif
 
-int64_t rssBytes(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      std::istringstream in(line.substr(6));
-      int64_t kb = -1;
-      in >> kb;
-      return kb * 1024;
-    }
-  }
-  return -1;
-}
-
-int fdCount(pid_t pid) {
-  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (!d) return -1;
-  int n = 0;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] != '.') ++n;
-  }
-  ::closedir(d);
-  return n;
-}
 
 class AbuseTest : public WorkerTest {
  protected:
@@ -65,8 +39,8 @@ class AbuseTest : public WorkerTest {
       ASSERT_TRUE(exchange(*a, *b, asBytes(std::string_view("warm up"))));
     }
     ASSERT_TRUE(waitForMetric(*w_, "derp_current_connections", [](double v) { return v == 0; }));
-    baselineRss_ = rssBytes(worker_);
-    baselineFds_ = fdCount(worker_);
+    baselineRss_ = processRssBytes(worker_);
+    baselineFds_ = processFdCount(worker_);
     ASSERT_GT(baselineRss_, 0);
   }
 
@@ -74,12 +48,12 @@ class AbuseTest : public WorkerTest {
   // memory back within ~10 s).
   ::testing::AssertionResult backToBaseline() {
     bool ok = waitFor([&] {
-      return (!kCheckRss || rssBytes(worker_) <= baselineRss_ + 4 * kMiB) && fdCount(worker_) <= baselineFds_;
+      return (!kCheckRss || processRssBytes(worker_) <= baselineRss_ + 4 * kMiB) && processFdCount(worker_) <= baselineFds_;
     },
                       Millis(20000), Millis(200));
     if (ok) return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure() << "rss " << rssBytes(worker_) << " (baseline " << baselineRss_ << "), fds "
-                                         << fdCount(worker_) << " (baseline " << baselineFds_ << ")";
+    return ::testing::AssertionFailure() << "rss " << processRssBytes(worker_) << " (baseline " << baselineRss_ << "), fds "
+                                         << processFdCount(worker_) << " (baseline " << baselineFds_ << ")";
   }
 
   WorkerProcess* w_ = nullptr;
@@ -102,10 +76,10 @@ TEST_F(AbuseTest, FloodToAReceiverThatNeverReads) {
   int sent = 0;
   for (; sent < 2000; ++sent) {
     if (!src->sendPacket(keys::bob().publicKey(), pkt).ok()) break;
-    if (sent % 50 == 0) peak = std::max(peak, rssBytes(worker_));
+    if (sent % 50 == 0) peak = std::max(peak, processRssBytes(worker_));
   }
   EXPECT_EQ(sent, 2000);  // the sender is never held up by the stalled receiver
-  peak = std::max(peak, rssBytes(worker_));
+  peak = std::max(peak, processRssBytes(worker_));
   if (kCheckRss) {
     EXPECT_LT(peak, baselineRss_ + 32 * kMiB) << "baseline " << baselineRss_;
   }
@@ -140,7 +114,7 @@ TEST_F(AbuseTest, TenThousandConnectsAndDisconnects) {
       }
       fds.push_back(fd);
     }
-    peak = std::max(peak, rssBytes(worker_));
+    peak = std::max(peak, processRssBytes(worker_));
     for (int fd : fds) ::close(fd);
   }
   if (kCheckRss) {

@@ -7,11 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <dirent.h>
 #include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include "support/harness.hpp"
 
@@ -21,22 +18,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-int64_t rssBytes(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(f, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  }
-  return -1;
-}
-
-int fdCount(pid_t pid) {
-  DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
-  if (!d) return -1;
-  int n = 0;
-  while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
-  ::closedir(d);
-  return n;
-}
 
 // How many times derpd logged "started <role>".
 int starts(const WorkerProcess& derpd, const std::string& role) {
@@ -86,8 +67,8 @@ TEST_F(ChaosTest, RandomChildKilledEveryFewSecondsForAMinute) {
   ASSERT_TRUE(dialPairWithin(*w, alice, bob, Millis(5000)));
   ASSERT_TRUE(exchange(*alice, *bob, asBytes(std::string_view("before"))));
   const pid_t derpd = w->pid();
-  const int fds0 = fdCount(derpd);
-  const int64_t rss0 = rssBytes(derpd);
+  const int fds0 = processFdCount(derpd);
+  const int64_t rss0 = processRssBytes(derpd);
 
   std::mt19937 rng(20261207);  // fixed seed: the same sequence every run
   const auto end = Clock::now() + std::chrono::seconds(60);
@@ -116,9 +97,9 @@ TEST_F(ChaosTest, RandomChildKilledEveryFewSecondsForAMinute) {
   }
   EXPECT_GE(kills, 10);
   EXPECT_TRUE(w->running());
-  EXPECT_LE(fdCount(derpd), fds0) << "derpd's descriptors grew";
+  EXPECT_LE(processFdCount(derpd), fds0) << "derpd's descriptors grew";
 #ifndef DERPD_SANITIZED  // ASan's quarantine holds freed memory
-  EXPECT_LE(rssBytes(derpd), rss0 + 2 * (1 << 20)) << "derpd's RSS grew from " << rss0;
+  EXPECT_LE(processRssBytes(derpd), rss0 + 2 * (1 << 20)) << "derpd's RSS grew from " << rss0;
 #else
   (void)rss0;
 #endif

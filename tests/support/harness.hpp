@@ -344,6 +344,11 @@ std::optional<double> metric(const WorkerProcess& w, const std::string& key);
 // With SOCK_DGRAM: a UDP port nothing listens on once this returns.
 int reserveLoopbackPort(int type = SOCK_STREAM);
 
+// VmRSS of a process in bytes (-1 when unreadable) and its open descriptors
+// (-1 when unreadable), from /proc.
+int64_t processRssBytes(pid_t pid);
+int processFdCount(pid_t pid);
+
 // Polls pred every `interval` until it is true or `timeout` passes.
 bool waitFor(const std::function<bool()>& pred, Millis timeout, Millis interval = Millis(20));
 
