@@ -115,9 +115,7 @@ class ProbeTest : public WorkerTest {
     n.w->setTlsClientInfo("localhost", caBundle_);
     if (std::find(extra.begin(), extra.end(), "-stun=false") == extra.end()) {
       EXPECT_TRUE(n.w->waitForLog("serving STUN on 127.0.0.1:", kIoTimeout));
-      std::string log = n.w->logText();
-      auto at = log.find("serving STUN on 127.0.0.1:");
-      if (at != std::string::npos) n.stunPort = std::stoi(log.substr(at + 26));
+      n.stunPort = stunPort(*n.w);
     }
     return n;
   }

@@ -70,16 +70,6 @@ bool stunAnswered(uint16_t port) {
   return ok;
 }
 
-// The STUN port the n-th stun-worker logged, or 0.
-uint16_t stunPort(const WorkerProcess& d, int nth = 1) {
-  static const std::regex kServing("stun-worker\\[[0-9]+\\] info: serving STUN on 127\\.0\\.0\\.1:([0-9]+)");
-  std::string log = d.logText();
-  int seen = 0;
-  for (std::sregex_iterator it(log.begin(), log.end(), kServing), end; it != end; ++it) {
-    if (++seen == nth) return uint16_t(std::stoi((*it)[1].str()));
-  }
-  return 0;
-}
 
 size_t countOf(const std::string& text, const std::string& needle) {
   size_t n = 0;

@@ -54,16 +54,6 @@ std::optional<stun::BindingResponse> stunExchange(uint16_t port) {
   return out;
 }
 
-// The STUN port stun-worker logged (its n-th start), or 0.
-uint16_t stunPort(const WorkerProcess& d, int nth = 1) {
-  static const std::regex kServing("stun-worker\\[[0-9]+\\] info: serving STUN on 127\\.0\\.0\\.1:([0-9]+)");
-  std::string log = d.logText();
-  int seen = 0;
-  for (std::sregex_iterator it(log.begin(), log.end(), kServing), end; it != end; ++it) {
-    if (++seen == nth) return uint16_t(std::stoi((*it)[1].str()));
-  }
-  return 0;
-}
 
 std::string procStatusField(pid_t pid, const std::string& field) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");

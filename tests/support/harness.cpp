@@ -1317,6 +1317,16 @@ pid_t startedPid(const WorkerProcess& derpd, const std::string& role, int nth) {
   return -1;
 }
 
+uint16_t stunPort(const WorkerProcess& d, int nth) {
+  static const std::regex kServing("stun-worker\\[[0-9]+\\] info: serving STUN on 127\\.0\\.0\\.1:([0-9]+)");
+  std::string log = d.logText();
+  int seen = 0;
+  for (std::sregex_iterator it(log.begin(), log.end(), kServing), end; it != end; ++it) {
+    if (++seen == nth) return uint16_t(std::stoi((*it)[1].str()));
+  }
+  return 0;
+}
+
 bool dialPairWithin(const WorkerProcess& w, std::unique_ptr<client::Client>& alice,
                     std::unique_ptr<client::Client>& bob, Millis timeout) {
   return waitFor(

@@ -192,6 +192,10 @@ class WorkerProcess {
 // `role` (1-based), or -1.
 pid_t startedPid(const WorkerProcess& derpd, const std::string& role, int nth);
 
+// The 127.0.0.1 STUN port the n-th start of stun-worker logged under derpd
+// ("serving STUN on 127.0.0.1:PORT"), or 0.
+uint16_t stunPort(const WorkerProcess& derpd, int nth = 1);
+
 // The value of a Go-syntax flag in args ("-x v", "-x=v", "--x v", "--x=v").
 std::optional<std::string> flagValue(const std::vector<std::string>& args, std::string_view name);
 
