@@ -520,6 +520,8 @@ Result<void> Supervisor::spawn(Child& c) {
   c.pid = pid;
   c.ready = false;
   c.startedAt = Clock::now();
+  // Before the loop polls again: from now on only this process is c's role.
+  control_->expectPeer(c.spec->role, pid);
   LOG_INFO("started {} (pid {})", c.name(), pid);
   return {};
 }
@@ -825,6 +827,8 @@ void Supervisor::pollControl() {
       if (c && c->pid > 0) {
         LOG_ERR("control: {}; killing {} (pid {}) so that it restarts", f.describe(), c->name(), c->pid);
         ::kill(c->pid, SIGKILL);
+      } else if (!f.peer) {
+        LOG_ERR("control: {}; ignored", f.describe());
       } else {
         LOG_ERR("control: {}; ignored (no such child running)", f.describe());
       }

@@ -24,6 +24,20 @@ PeerFault fault(std::optional<Role> peer, std::optional<MsgType> type, std::stri
 
 }  // namespace
 
+std::optional<std::pair<Role, int>> parseIdentity(std::string_view id) {
+  const size_t colon = id.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  const auto role = roleFromName(id.substr(0, colon));
+  const std::string_view digits = id.substr(colon + 1);
+  if (!role || digits.empty() || digits.size() > 9 || digits[0] == '0') return std::nullopt;
+  int pid = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    pid = pid * 10 + (c - '0');
+  }
+  return std::make_pair(*role, pid);
+}
+
 Result<void> ensureRuntimeDir(const std::string& dir) {
   if (dir.empty() || dir[0] != '/') return makeError("runtime dir '" + dir + "' is not absolute");
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -85,8 +99,11 @@ void Channel::configure() {
     sock_.set(zmq::sockopt::router_mandatory, 1);
     sock_.set(zmq::sockopt::router_handover, 1);
   } else {
-    const std::string_view id = roleName(self_);
+    const std::string id = std::string(roleName(self_)) + ":" +
+                           std::to_string(opts_.pid > 0 ? opts_.pid : int(::getpid()));
     sock_.set(zmq::sockopt::routing_id, zmq::buffer(id.data(), id.size()));
+    // One connection for the life of the process (see the header).
+    sock_.set(zmq::sockopt::reconnect_ivl, -1);
   }
 }
 
@@ -142,7 +159,8 @@ SendResult Channel::sendBody(Role to, MsgType type, uint64_t requestId, ByteView
 SendResult Channel::sendFrames(Role to, ByteView envelope) {
   try {
     if (router_) {
-      const std::string_view id = roleName(to);
+      const std::string& id = peers_[roleIndex(to)].identity;
+      if (id.empty()) return {SendStatus::NoPeer, std::string(roleName(to)) + " is not connected"};
       if (!sock_.send(zmq::buffer(id.data(), id.size()),
                       zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
         return {SendStatus::QueueFull, std::string(roleName(to)) + ": queue full"};
@@ -197,12 +215,23 @@ PollResult Channel::poll(const Handler& handler, size_t budget) {
 std::optional<PeerFault> Channel::handleOne(const std::vector<zmq::message_t>& parts,
                                             const Handler& handler) {
   Role from = peer_;
+  std::string identity;
   if (router_) {
     // [routing id][envelope]
     const ByteView id = parts.empty() ? ByteView() : viewOf(parts[0]);
-    const auto role = roleFromName(asChars(id));
-    if (!role) return fault(std::nullopt, std::nullopt, "routing id '" + toHex(id) + "' is not a role");
-    from = *role;
+    const auto who = parseIdentity(asChars(id));
+    if (!who) {
+      return fault(std::nullopt, std::nullopt, "routing id '" + toHex(id) + "' is not <role>:<pid>");
+    }
+    from = who->first;
+    const int want = expectedPid_[roleIndex(from)];
+    if (want != 0 && who->second != want) {
+      return fault(std::nullopt, std::nullopt,
+                   "a process claiming to be " + std::string(roleName(from)) + " (pid " +
+                       std::to_string(who->second) + ") is not the current one (pid " +
+                       std::to_string(want) + "): a stale or forged connection");
+    }
+    identity.assign(asChars(id));
     if (parts.size() != 2) {
       return fault(from, std::nullopt, std::to_string(parts.size()) + " frames, want 2");
     }
@@ -216,13 +245,18 @@ std::optional<PeerFault> Channel::handleOne(const std::vector<zmq::message_t>& p
   if (auto p = checkPolicy(type, from, self_, env->body.size()); !p.ok()) {
     return fault(from, type, p.error());
   }
-  if (type == MsgType::Hello) return onHello(from, *env);
-  if (!peers_[roleIndex(from)].ready) return fault(from, type, "message before Hello");
+  if (type == MsgType::Hello) return onHello(from, *env, std::move(identity));
+  const PeerState& st = peers_[roleIndex(from)];
+  if (!st.ready) return fault(from, type, "message before Hello");
+  if (router_ && identity != st.identity) {
+    // Only reachable without expectPeer(): two processes sharing a role.
+    return fault(from, type, "message from " + identity + ", whose session is " + st.identity);
+  }
   if (auto r = handler(from, *env); !r.ok()) return fault(from, type, r.error());
   return std::nullopt;
 }
 
-std::optional<PeerFault> Channel::onHello(Role from, const Envelope& env) {
+std::optional<PeerFault> Channel::onHello(Role from, const Envelope& env, std::string identity) {
   auto hello = decodeBody<Hello>(env);
   if (!hello.ok()) return fault(from, MsgType::Hello, hello.error());
   if (hello->role != from) {
@@ -237,6 +271,7 @@ std::optional<PeerFault> Channel::onHello(Role from, const Envelope& env) {
   PeerState& st = peers_[roleIndex(from)];
   st.ready = true;
   st.buildId = hello->buildId;
+  st.identity = std::move(identity);
   if (router_) {
     const SendResult r = send(from, Hello{self_, opts_.buildId, kIpcVersion});
     if (!r.ok()) return fault(from, MsgType::Hello, "answering Hello: " + r.error);

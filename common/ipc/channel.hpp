@@ -1,6 +1,6 @@
 // ZeroMQ control channel (DESIGN.md "Control plane"): the supervisor binds a
 // ROUTER on ipc://<runtime dir>/<name>.sock, each child connects a DEALER
-// whose routing identity is its role name. Non-blocking, no threads of its
+// whose routing identity is "<role name>:<pid>". Non-blocking, no threads of its
 // own beyond libzmq's I/O thread: the owner's epoll loop drives it.
 // Included by the supervisor (root, before and after spawning) and by every
 // child (unprivileged, before the sandbox is entered: connect() needs the
@@ -12,8 +12,16 @@
 // ipc_version (envelope or body) differs from kIpcVersion, is a peer fault.
 // Anything but Hello from a peer before its Hello is a peer fault. Hello is
 // consumed by the channel (see peerReady()); handlers never see it. A new
-// Hello from a known identity (a restarted child; ZMQ_ROUTER_HANDOVER is on)
-// starts a new session.
+// Hello for a known role (a restarted child) starts a new session.
+//
+// One process, one connection: a DEALER never reconnects (ZMQ_RECONNECT_IVL
+// -1). A child outlives its supervisor only while it drains after SIGTERM
+// (PR_SET_PDEATHSIG); if a new derpd has meanwhile bound the same socket
+// path, the old child must not talk to it. The ROUTER side backs this up:
+// the supervisor names each child's pid at spawn (expectPeer()), and a
+// connection whose identity carries another pid is a fault with no peer
+// (logged and ignored), so it can never displace or get killed the child
+// that really holds the role.
 //
 // Receiving, in poll(): routing identity -> Role, decodeEnvelope, handshake
 // state, checkPolicy(type, sender, self, body size) -- all *before* the
@@ -87,7 +95,12 @@ struct ChannelOptions {
   std::string buildId = DERPD_VERSION "+" DERPD_GIT_REV;
   int sendHwm = kDefaultHwm;
   int recvHwm = kDefaultHwm;
+  // DEALER: the pid in the routing identity; 0 means getpid().
+  int pid = 0;
 };
+
+// "<role>:<pid>" -> (role, pid); nullopt for anything else.
+std::optional<std::pair<Role, int>> parseIdentity(std::string_view id);
 
 enum class SendStatus {
   Sent,
@@ -149,6 +162,10 @@ class Channel {
   // Ends `peer`'s session (it exited): sends to it fail with NoPeer until its
   // next Hello.
   void forgetPeer(Role peer) { peers_[roleIndex(peer)] = PeerState{}; }
+  // ROUTER: only process `pid` may speak for `peer` from now on (the
+  // supervisor calls this right after fork). Until the first call for a
+  // role, any pid may.
+  void expectPeer(Role peer, int pid) { expectedPid_[roleIndex(peer)] = pid; }
 
   template <typename T>
   SendResult send(Role to, const T& msg, uint64_t requestId = 0) {
@@ -168,6 +185,7 @@ class Channel {
   struct PeerState {
     bool ready = false;
     std::string buildId;
+    std::string identity;  // ROUTER: the routing id its Hello came from
   };
 
   Channel(zmq::context_t& ctx, zmq::socket_type type, Role self, Role peer,
@@ -176,7 +194,7 @@ class Channel {
   SendResult sendFrames(Role to, ByteView envelope);
   std::optional<PeerFault> handleOne(const std::vector<zmq::message_t>& parts,
                                      const Handler& handler);
-  std::optional<PeerFault> onHello(Role from, const Envelope& env);
+  std::optional<PeerFault> onHello(Role from, const Envelope& env, std::string identity);
 
   // All owned by the loop thread that owns the channel.
   zmq::socket_t sock_;
@@ -187,6 +205,7 @@ class Channel {
   std::string endpoint_;
   int fd_ = -1;
   std::array<PeerState, kRoleCount> peers_{};
+  std::array<int, kRoleCount> expectedPid_{};  // ROUTER; 0: any
 };
 
 }  // namespace derpd::ipc

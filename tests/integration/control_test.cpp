@@ -119,9 +119,12 @@ TEST_P(ForgedToDerpd, RestartsOnlyTheNamedChild) {
   DERPD_ASSERT_CONNECT(b, dial(*d, keys::bob()));
 
   // A process of derpd's user can reach the 0700 runtime dir and claim to be
-  // stun-worker (docs/IPC.md: the identity is asserted by the peer).
+  // stun-worker, pid and all (docs/IPC.md: the identity is asserted by the
+  // peer).
   zmq::context_t ctx(1);
-  auto ch = ipc::Channel::connect(ctx, Role::StunWorker, Role::Supervisor, controlEndpoint());
+  ipc::ChannelOptions forged;
+  forged.pid = stun;
+  auto ch = ipc::Channel::connect(ctx, Role::StunWorker, Role::Supervisor, controlEndpoint(), forged);
   ASSERT_TRUE(ch.ok()) << ch.error();
   ASSERT_TRUE(pump(**ch, [&] { return (*ch)->peerReady(Role::Supervisor); }, Millis(5000)));
   ASSERT_TRUE((*ch)->sendRawForTest(Role::Supervisor, badMessage(GetParam(), Role::StunWorker)).ok());
@@ -133,6 +136,31 @@ TEST_P(ForgedToDerpd, RestartsOnlyTheNamedChild) {
   // derp-worker is the same process and its connections relay.
   EXPECT_EQ(startedPid(*d, "derp-worker", 2), -1);
   EXPECT_TRUE(exchange(*a, *b, patternBytes(1280, 7)));
+}
+
+// The same role name from another pid (say a child of an earlier derpd,
+// still draining) is not that role: derpd ignores it and keeps its child.
+TEST_P(ForgedToDerpd, FromAnotherPidIsIgnored) {
+  allowErrorLine("is not the current one");
+  WorkerProcess* d = startDerpd(derpdArgs());
+  ASSERT_NE(d, nullptr);
+  ASSERT_TRUE(d->waitForLog("stun-worker is ready", Millis(5000)));
+  DERPD_ASSERT_CONNECT(a, dial(*d, keys::alice()));
+  DERPD_ASSERT_CONNECT(b, dial(*d, keys::bob()));
+  zmq::context_t ctx(1);
+  auto ch = ipc::Channel::connect(ctx, Role::StunWorker, Role::Supervisor, controlEndpoint());
+  ASSERT_TRUE(ch.ok()) << ch.error();
+  ASSERT_TRUE((*ch)->sendRawForTest(Role::Supervisor, badMessage(GetParam(), Role::StunWorker)).ok());
+  const std::string want = "stun-worker (pid " + std::to_string(::getpid()) + ") is not the current one";
+  ASSERT_TRUE(d->waitForLog(want + " (pid " + std::to_string(startedPid(*d, "stun-worker", 1)) +
+                                "): a stale or forged connection; ignored",
+                            Millis(5000)))
+      << d->logText();
+  EXPECT_FALSE((*ch)->peerReady(Role::Supervisor)) << "its Hello must not be answered";
+  EXPECT_EQ(startedPid(*d, "stun-worker", 2), -1);
+  EXPECT_EQ(startedPid(*d, "derp-worker", 2), -1);
+  EXPECT_TRUE(exchange(*a, *b, patternBytes(1280, 9)));
+  EXPECT_TRUE(d->running());
 }
 
 TEST_P(ForgedToDerpd, FromARoleNotRunningChangesNothing) {

@@ -169,7 +169,7 @@ TEST_F(IpcChannel, SendersCheckPolicyToo) {
 }
 
 TEST_F(IpcChannel, WrongVersionInHelloBodyIsFatal) {
-  zmq::socket_t raw = rawDealer("stun-worker");
+  zmq::socket_t raw = rawDealer("stun-worker:4242");
   const Bytes wire = encode(Hello{Role::StunWorker, "newer", 2});
   raw.send(zmq::buffer(wire), zmq::send_flags::none);
   PeerFault f = expectSupFault();
@@ -180,7 +180,7 @@ TEST_F(IpcChannel, WrongVersionInHelloBodyIsFatal) {
 }
 
 TEST_F(IpcChannel, WrongVersionEnvelopeIsFatal) {
-  zmq::socket_t raw = rawDealer("cert-agent");
+  zmq::socket_t raw = rawDealer("cert-agent:4242");
   const Bytes wire = encodeEnvelope(MsgType::Hello, 0, encodeBody(Hello{Role::CertAgent, "x", 2}), 2);
   raw.send(zmq::buffer(wire), zmq::send_flags::none);
   PeerFault f = expectSupFault();
@@ -202,7 +202,7 @@ TEST_F(IpcChannel, ChildRejectsWrongVersionHelloFromSupervisor) {
   zmq::message_t id, hello;
   ASSERT_TRUE(router.recv(id));  // blocking: the child's Hello is queued at connect
   ASSERT_TRUE(router.recv(hello));
-  EXPECT_EQ(id.to_string(), "monitor");
+  EXPECT_EQ(id.to_string(), "monitor:" + std::to_string(::getpid()));
   const Bytes bad = encode(Hello{Role::Supervisor, "other", 9});
   router.send(id, zmq::send_flags::sndmore);
   router.send(zmq::buffer(bad), zmq::send_flags::none);
@@ -213,7 +213,7 @@ TEST_F(IpcChannel, ChildRejectsWrongVersionHelloFromSupervisor) {
 }
 
 TEST_F(IpcChannel, MessageBeforeHelloIsAFault) {
-  zmq::socket_t raw = rawDealer("mesh-helper");
+  zmq::socket_t raw = rawDealer("mesh-helper:4242");
   raw.send(zmq::buffer(encode(Ready{1})), zmq::send_flags::none);
   PeerFault f = expectSupFault();
   EXPECT_EQ(f.peer, Role::MeshHelper);
@@ -251,7 +251,7 @@ TEST_F(IpcChannel, OversizedForPolicyIsAFault) {
 }
 
 TEST_F(IpcChannel, HelloRoleMustMatchIdentity) {
-  zmq::socket_t raw = rawDealer("monitor");
+  zmq::socket_t raw = rawDealer("monitor:4242");
   raw.send(zmq::buffer(encode(Hello{Role::DerpWorker, "liar", kIpcVersion})), zmq::send_flags::none);
   PeerFault f = expectSupFault();
   EXPECT_EQ(f.peer, Role::Monitor);
@@ -264,15 +264,82 @@ TEST_F(IpcChannel, UnknownIdentityAndGarbage) {
     raw.send(zmq::buffer(encode(Hello{Role::DerpWorker, "x", kIpcVersion})), zmq::send_flags::none);
     PeerFault f = expectSupFault();
     EXPECT_FALSE(f.peer.has_value());
-    EXPECT_NE(f.reason.find("not a role"), std::string::npos);
+    EXPECT_NE(f.reason.find("is not <role>:<pid>"), std::string::npos) << f.reason;
   }
   supSide_.fault.reset();
-  zmq::socket_t raw = rawDealer("derp-worker");
+  zmq::socket_t raw = rawDealer("derp-worker:4242");
   const char junk[] = "\xc1\xff\x00garbage";
   raw.send(zmq::buffer(junk, sizeof junk), zmq::send_flags::none);
   PeerFault f = expectSupFault();
   EXPECT_EQ(f.peer, Role::DerpWorker);
   EXPECT_FALSE(f.type.has_value());
+}
+
+TEST(IpcIdentity, ParsesRoleAndPid) {
+  EXPECT_EQ(parseIdentity("stun-worker:123"), std::make_pair(Role::StunWorker, 123));
+  EXPECT_EQ(parseIdentity("derp-worker:1"), std::make_pair(Role::DerpWorker, 1));
+  for (const char* bad : {"stun-worker", "stun-worker:", "stun-worker:0", "stun-worker:012", "stun-worker:-1",
+                          "stun-worker:12a", "stun-worker:1234567890", "evil:12", ":12", ""}) {
+    EXPECT_FALSE(parseIdentity(bad).has_value()) << bad;
+  }
+}
+
+// The supervisor named the child's pid at spawn: another process using the
+// role's name (a child of an earlier derpd still draining, or a forger) is a
+// fault with no peer, so the real child is neither displaced nor blamed.
+TEST_F(IpcChannel, AnotherPidForAnExpectedRoleIsNotThatRole) {
+  sup_->expectPeer(Role::StunWorker, 4242);
+  zmq::socket_t stale = rawDealer("stun-worker:777");
+  stale.send(zmq::buffer(encode(Hello{Role::StunWorker, "old", kIpcVersion})), zmq::send_flags::none);
+  PeerFault f = expectSupFault();
+  EXPECT_FALSE(f.peer.has_value());
+  EXPECT_NE(f.reason.find("(pid 777) is not the current one (pid 4242)"), std::string::npos) << f.reason;
+  EXPECT_FALSE(sup_->peerReady(Role::StunWorker));
+
+  supSide_.fault.reset();
+  auto real = connectAs(Role::StunWorker, ChannelOptions{"new", kDefaultHwm, kDefaultHwm, 4242});
+  ASSERT_TRUE(real);
+  Side w{real.get()};
+  ASSERT_TRUE(pumpUntil({&supSide_, &w}, [&] { return w.ch->peerReady(Role::Supervisor); }));
+  EXPECT_EQ(sup_->peerBuildId(Role::StunWorker), "new");
+  // The stale one speaks again: still not stun-worker, and the session holds.
+  stale.send(zmq::buffer(encode(Ready{1})), zmq::send_flags::none);
+  f = expectSupFault();
+  EXPECT_FALSE(f.peer.has_value());
+  EXPECT_TRUE(sup_->peerReady(Role::StunWorker));
+  supSide_.fault.reset();
+  ASSERT_TRUE(sup_->send(Role::StunWorker, LogReopen{}).ok());
+  ASSERT_TRUE(pumpUntil({&supSide_, &w}, [&] { return !w.got.empty(); }));
+  EXPECT_EQ(w.got[0].second.type, MsgType::LogReopen);
+}
+
+// A child's connection is for the life of its supervisor: when the ROUTER
+// goes away and a new one binds the same path, the old DEALER stays away.
+TEST_F(IpcChannel, ChildDoesNotReconnectToANewSupervisor) {
+  auto worker = connectAs(Role::StunWorker);
+  ASSERT_TRUE(worker);
+  Side w{worker.get()};
+  ASSERT_TRUE(pumpUntil({&supSide_, &w}, [&] { return w.ch->peerReady(Role::Supervisor); }));
+  sup_.reset();
+  auto again = Channel::bind(ctx_, Role::Supervisor, runDir_, "control");
+  ASSERT_TRUE(again.ok()) << again.error();
+  sup_ = std::move(again).value();
+  supSide_ = Side{sup_.get()};
+  // A fresh child reaches the new supervisor...
+  auto fresh = connectAs(Role::CertAgent);
+  ASSERT_TRUE(fresh);
+  Side c{fresh.get()};
+  ASSERT_TRUE(pumpUntil({&supSide_, &c}, [&] { return c.ch->peerReady(Role::Supervisor); }));
+  // ...while whatever the old one sends goes nowhere. Bounded negative
+  // check: libzmq's default reconnect interval is 100 ms.
+  for (int i = 0; i < 5; ++i) worker->sendRawForTest(Role::Supervisor, encode(Hello{Role::StunWorker, "old", kIpcVersion}));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+  while (std::chrono::steady_clock::now() < until) {
+    supSide_.poll();
+    ::poll(nullptr, 0, 20);
+  }
+  EXPECT_FALSE(sup_->peerReady(Role::StunWorker));
+  EXPECT_FALSE(supSide_.fault.has_value());
 }
 
 TEST_F(IpcChannel, QueueFullIsReportedNotDropped) {
