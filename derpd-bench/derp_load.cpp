@@ -113,6 +113,7 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
     if (auto r = warmUp(p, o.size); !r) return makeError("warm-up: " + r.error());
   }
   const double cpu0 = ownCpuSeconds();
+  const double serverCpu0 = o.serverPid > 0 ? processCpuSeconds(o.serverPid) : -1;
   const auto start = Clock::now();
   const auto end = start + o.duration;
   std::vector<std::thread> threads;
@@ -124,7 +125,13 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
   DerpLoadResult res;
   res.seconds = std::chrono::duration<double>(o.duration).count();
   res.ownCpuSeconds = ownCpuSeconds() - cpu0;
-  std::vector<uint32_t> all;
+  if (o.serverPid > 0) {
+    const double c = processCpuSeconds(o.serverPid);
+    if (serverCpu0 < 0 || c < 0) return makeError("cannot read /proc/" + std::to_string(o.serverPid) + "/stat");
+    res.serverCpuSeconds = c - serverCpu0;
+    res.serverRssBytes = residentBytes(o.serverPid);
+  }
+  std::vector<uint32_t>& all = res.latenciesUs;
   for (Pair& p : pairs) {
     if (!p.error.empty()) return makeError(p.error);
     res.sent += p.sent;
@@ -136,6 +143,7 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
     auto at = [&](double q) { return double(all[std::min(all.size() - 1, size_t(q * double(all.size())))]) / 1000; };
     res.p50Ms = at(0.50);
     res.p99Ms = at(0.99);
+    res.p999Ms = at(0.999);
     res.maxMs = double(all.back()) / 1000;
   }
   return res;

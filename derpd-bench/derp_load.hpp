@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/util/result.hpp"
 
@@ -22,14 +23,19 @@ struct DerpLoadOptions {
   size_t size = 1000;   // packet bytes (>= 16: sequence number + timestamp)
   int rate = 0;         // packets/s per sender; 0 = as fast as the connection takes them
   std::chrono::milliseconds duration{5000};
+  int serverPid = -1;   // > 0: read its CPU seconds and RSS over the run
 };
 
 struct DerpLoadResult {
   uint64_t sent = 0;
   uint64_t delivered = 0;
   double seconds = 0;            // sending time
-  double p50Ms = 0, p99Ms = 0, maxMs = 0;  // one-way latency of delivered packets
+  double p50Ms = 0, p99Ms = 0, p999Ms = 0, maxMs = 0;  // one-way latency of delivered packets
   double ownCpuSeconds = 0;
+  double serverCpuSeconds = -1;  // over sending and the drain after it; -1: not read
+  int64_t serverRssBytes = -1;   // at the end of the run
+  // Every delivered packet's latency in microseconds, sorted.
+  std::vector<uint32_t> latenciesUs;
 };
 
 Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& opts);

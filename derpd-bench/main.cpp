@@ -7,7 +7,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,7 @@ struct Options {
   int pairs = 1;
   int size = 1000;
   int rate = 0;
+  std::string latencyFile;
   // idle, connect
   std::string url;
   int conns = 1000;
@@ -65,6 +68,7 @@ const config::GoFlagTable<Options>& flags() {
          auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.size = *i; return {}; }}},
       {"rate", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.rate = *i; return {}; }}},
+      {"latency-file", {false, [](Options& o, const std::string& v) -> Result<void> { o.latencyFile = v; return {}; }}},
       {"url", {false, [](Options& o, const std::string& v) -> Result<void> { o.url = v; return {}; }}},
       {"conns", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i || *i < 1 || *i > 100000) return makeError("want 1..100000");
@@ -91,8 +95,11 @@ Modes:
           on -to (the same URL: local relaying; another node of a mesh:
           forwarding). Each sender sends -size byte packets at full speed or
           -rate per second for -duration. Prints packets sent and delivered,
-          loss, throughput, and one-way latency (p50/p99/max) measured with
-          the send time carried in each packet.
+          loss, throughput, and one-way latency (p50/p99/p99.9/max) measured
+          with the send time carried in each packet; with -server-pid, the
+          server's CPU seconds over the run, MB delivered per server
+          CPU-second and its RSS. The last line, "result k=v ...", is the
+          same for scripts (bench/run.sh).
 
   idle    -conns DERP clients connect to -url (full handshake, one after
           another), are held for -duration and closed. Prints the time to
@@ -119,6 +126,9 @@ Flags (derp):
   -size N               packet bytes, 16..65536 (default 1000)
   -rate N               packets per second per sender; 0 = full speed (default)
   -duration D           how long to send (default 5s, at most 10m)
+  -server-pid PID       the server process (derp-worker, or derper) to read
+  -latency-file FILE    write the latency distribution: lines of
+                        "<fraction of packets> <latency ms>" (a CDF)
 
 Flags (stun):
   -target HOST:PORT     STUN server (default 127.0.0.1:3478); an IP address
@@ -152,6 +162,32 @@ int checkUrl(const Options& o, const std::string& u) {
   return 0;
 }
 
+// A CDF of `sortedUs` in at most ~2,000 lines: evenly spaced fractions,
+// denser in the tail (the last 1 %) where the interest is.
+int writeCdf(const std::string& path, const std::vector<uint32_t>& sortedUs) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) {
+    std::fprintf(stderr, "derpd-bench: -latency-file %s: %s\n", path.c_str(), std::strerror(errno));
+    return 1;
+  }
+  std::fprintf(f, "# fraction latency_ms (%zu packets)\n", sortedUs.size());
+  const size_t n = sortedUs.size();
+  auto emit = [&](double q) {
+    const size_t i = std::min(n - 1, size_t(q * double(n)));
+    std::fprintf(f, "%.6f %.4f\n", q, double(sortedUs[i]) / 1000);
+  };
+  if (n > 0) {
+    for (int i = 0; i < 990; ++i) emit(double(i) / 1000);
+    for (int i = 0; i < 1000; ++i) emit(0.99 + double(i) / 100000);
+    std::fprintf(f, "1.000000 %.4f\n", double(sortedUs.back()) / 1000);
+  }
+  if (std::fclose(f) != 0) {
+    std::fprintf(stderr, "derpd-bench: -latency-file %s: %s\n", path.c_str(), std::strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
 int runDerp(const Options& o) {
   if (o.from.empty() || o.to.empty()) {
     std::fprintf(stderr, "derpd-bench: derp needs -from and -to\n");
@@ -168,6 +204,7 @@ int runDerp(const Options& o) {
   d.size = size_t(std::max(o.size, 0));
   d.rate = o.rate;
   d.duration = o.duration;
+  d.serverPid = o.serverPid;
   auto r = bench::runDerpLoad(d);
   if (!r) {
     std::fprintf(stderr, "derpd-bench: %s\n", r.error().c_str());
@@ -180,8 +217,26 @@ int runDerp(const Options& o) {
   std::printf("sent %llu, delivered %llu (%.0f pkt/s, %.1f MB/s), lost %.2f %%\n", (unsigned long long)x.sent,
               (unsigned long long)x.delivered, double(x.delivered) / x.seconds,
               double(x.delivered) * double(o.size) / x.seconds / 1e6, lossPct);
-  std::printf("latency p50 %.3f ms, p99 %.3f ms, max %.3f ms\n", x.p50Ms, x.p99Ms, x.maxMs);
+  const double mb = double(x.delivered) * double(o.size) / 1e6;
+  std::printf("latency p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n", x.p50Ms, x.p99Ms, x.p999Ms,
+              x.maxMs);
+  double mbPerCpu = -1;
+  if (x.serverCpuSeconds >= 0) {
+    mbPerCpu = x.serverCpuSeconds > 0 ? mb / x.serverCpuSeconds : 0;
+    std::printf("server pid %d: cpu %.2f s (%.0f %% of one core), %.1f MB delivered per cpu-second, rss %.1f MB\n",
+                o.serverPid, x.serverCpuSeconds, 100 * x.serverCpuSeconds / (x.seconds + 1.0), mbPerCpu,
+                double(x.serverRssBytes) / 1e6);
+  }
   std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
+  std::printf("result pairs=%d size=%d rate=%d seconds=%.2f sent=%llu delivered=%llu pkt_s=%.0f mb_s=%.2f "
+              "loss_pct=%.3f p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f server_cpu_s=%.3f "
+              "mb_per_server_cpu_s=%.2f server_rss_kb=%lld bench_cpu_s=%.2f\n",
+              o.pairs, o.size, o.rate, x.seconds, (unsigned long long)x.sent, (unsigned long long)x.delivered,
+              double(x.delivered) / x.seconds, mb / x.seconds, lossPct, x.p50Ms, x.p99Ms, x.p999Ms, x.maxMs,
+              x.serverCpuSeconds, mbPerCpu, (long long)(x.serverRssBytes / 1024), x.ownCpuSeconds);
+  if (!o.latencyFile.empty()) {
+    if (int rc = writeCdf(o.latencyFile, x.latenciesUs)) return rc;
+  }
   return x.delivered > 0 ? 0 : 1;
 }
 
@@ -218,6 +273,12 @@ int runIdle(const Options& o) {
                 x.held ? double(x.rssHeld - x.rssBefore) / x.held : 0.0, double(x.rssAfter) / 1e6);
   }
   std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
+  std::printf("result conns=%d held=%d connect_s=%.2f rss_before_kb=%lld rss_held_kb=%lld rss_after_kb=%lld "
+              "rss_per_conn_bytes=%.0f bench_cpu_s=%.2f\n",
+              o.conns, x.held, x.connectSeconds, (long long)(x.rssBefore / 1024), (long long)(x.rssHeld / 1024),
+              (long long)(x.rssAfter / 1024),
+              x.held && x.rssHeld >= 0 && x.rssBefore >= 0 ? double(x.rssHeld - x.rssBefore) / x.held : -1.0,
+              x.ownCpuSeconds);
   return x.held == o.conns ? 0 : 1;
 }
 
@@ -241,6 +302,11 @@ int runConnect(const Options& o) {
                 x.serverCpuSeconds > 0 ? x.handshakes / x.serverCpuSeconds : 0.0);
   }
   std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
+  std::printf("result handshakes=%d failures=%d seconds=%.2f per_s=%.0f server_cpu_s=%.3f per_server_cpu_s=%.0f "
+              "bench_cpu_s=%.2f\n",
+              x.handshakes, x.failures, x.seconds, x.seconds > 0 ? x.handshakes / x.seconds : 0.0,
+              x.serverCpuSeconds, x.serverCpuSeconds > 0 ? x.handshakes / x.serverCpuSeconds : -1.0,
+              x.ownCpuSeconds);
   return x.handshakes > 0 && x.failures == 0 ? 0 : 1;
 }
 
