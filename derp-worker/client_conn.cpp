@@ -217,7 +217,12 @@ bool Conn::readSome() {
     onBytes(ByteView(buf, size_t(n)));
     if (state_ == State::Closed) return false;
     if (readPaused_) return true;  // resumeReading() picks up the rest
+    // Nothing left in hand: rather than a read(2) that says EAGAIN, let the
+    // (level-triggered) epoll say whether the socket has more. A short
+    // plain read drained the socket; with TLS, SSL_has_pending() covers
+    // both decrypted bytes and read-ahead ciphertext.
     if (!ssl_ && size_t(n) < Loop::kReadBufSize) return true;
+    if (ssl_ && !SSL_has_pending(ssl_)) return true;
   }
   return true;
 }

@@ -66,6 +66,10 @@ SSL_CTX* newServerCtx() {
   // Idle connections give their read/write buffers back.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // One read(2) per record or more, not one for the 5-byte header and one
+  // for the body (Conn::readSome() relies on SSL_has_pending() for what a
+  // read brought beyond the record it returned).
+  SSL_CTX_set_read_ahead(ctx, 1);
   return ctx;
 }
 

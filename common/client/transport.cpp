@@ -325,6 +325,9 @@ Result<void> Transport::startTls(const TlsOptions& opts, Deadline deadline) {
   SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_options(ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // Whole records (or more) per read(2); readSome() calls SSL_read_ex
+  // before it polls, so what was read ahead is never waited for.
+  SSL_CTX_set_read_ahead(ctx_, 1);
   if (!opts.insecureSkipVerify) {
     int ok = opts.caFile.empty() ? SSL_CTX_set_default_verify_paths(ctx_)
                                  : SSL_CTX_load_verify_locations(ctx_, opts.caFile.c_str(), nullptr);
