@@ -36,8 +36,7 @@ test-asan: deps
 # tests and the integration tests that relay through two event loops, with
 # derpd and derp-worker built under TSan (a report in a log fails the test).
 # tests/tsan.supp silences libzmq, which Debian does not build with TSan.
-# Not in .ci/run yet: it still reports a race in MeshClusterTest (see
-# docs/SECURITY.md).
+# .ci/run runs it after test-asan.
 TSAN_TESTS ?= RelayTest|SlowReceiverTest|DupKeyTest|PeerGoneTest|MeshTest|MeshClusterTest|Registry|BootstrapThread|LimitsTest
 test-tsan: deps
 	@cmake -S . -B build-tsan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_TSAN=ON \

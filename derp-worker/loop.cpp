@@ -202,7 +202,7 @@ void Loop::closeAll() {
 }
 
 void Loop::run() {
-  threadId_ = std::this_thread::get_id();
+  threadId_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
   while (!stopping_.load(std::memory_order_relaxed)) {

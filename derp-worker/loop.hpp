@@ -50,7 +50,11 @@ class Loop {
   LoopStats& stats() { return stats_; }
   const LoopStats& stats() const { return stats_; }
   TimePoint now() const { return now_; }
-  bool inLoopThread() const { return std::this_thread::get_id() == threadId_; }
+  // Any thread. Before run() has begun, false everywhere (post() then
+  // wakes the loop, which is harmless).
+  bool inLoopThread() const {
+    return std::this_thread::get_id() == threadId_.load(std::memory_order_relaxed);
+  }
 
   // epoll registration (loop thread).
   bool addFd(int fd, uint32_t events, IoHandler* h);
@@ -110,7 +114,9 @@ class Loop {
   const int index_;
   int epfd_ = -1;
   int evfd_ = -1;
-  std::thread::id threadId_;
+  // Set by run() on the loop thread, read by post() on any (a mesh address
+  // can be posted by the control thread before the loop has started).
+  std::atomic<std::thread::id> threadId_{};
   std::atomic<bool> stopping_{false};
   TimePoint now_;
   LoopStats stats_;
