@@ -87,6 +87,10 @@ Conn::Conn(Loop& loop, int fd, const sockaddr_storage& peer, uint64_t connNum, S
     }
   }
   peerIpText_ = buf;
+  if (ssl_ && loop_.server().tlsOwnRecords()) {
+    tlsSecrets_ = std::make_unique<Tls13Secrets>();
+    attachTls13Secrets(ssl_, tlsSecrets_.get());
+  }
 }
 
 Conn::~Conn() {
@@ -144,6 +148,7 @@ bool Conn::tlsHandshake() {
     state_ = State::HttpHead;
     tlsVersionIdx_ = int(tlsLabel(SSL_version(ssl_)));
     loop_.server().gauges().tlsActive[tlsVersionIdx_].fetch_add(1);
+    if (!moveToOwnRecords()) SSL_set_read_ahead(ssl_, 1);  // see newServerCtx()
     updateInterest();
     return true;
   }
@@ -161,7 +166,112 @@ bool Conn::tlsHandshake() {
   return false;
 }
 
+bool Conn::moveToOwnRecords() {
+  std::unique_ptr<Tls13Secrets> secrets = std::move(tlsSecrets_);
+  if (!secrets) return false;
+  attachTls13Secrets(ssl_, nullptr);
+  // Read-ahead is off during the handshake, so OpenSSL holds nothing we
+  // would lose; this is a check, not an expectation.
+  if (SSL_version(ssl_) != TLS1_3_VERSION || SSL_has_pending(ssl_)) return false;
+  auto rec = Tls13Records::fromServerHandshake(ssl_, *secrets);
+  OPENSSL_cleanse(secrets.get(), sizeof *secrets);
+  if (!rec) {
+    LOG_DEBUG("conn {}: TLS 1.3 records stay with OpenSSL: {}", connNum_, rec.error());
+    return false;
+  }
+  rec_ = std::move(*rec);
+  SSL_free(ssl_);
+  ssl_ = nullptr;
+  return true;
+}
+
+// Whole records are opened in place in the read buffer as they come; the
+// start of an incomplete one waits in recIn_ (at most one record: 16 KiB +
+// 261 bytes) and is completed from the front of the next read.
+bool Conn::readRecords() {
+  uint8_t* buf = loop_.readBuf();
+  constexpr int kReadsPerWakeup = 16;
+  for (int i = 0; i < kReadsPerWakeup; ++i) {
+    ssize_t n = ::read(fd_, buf, Loop::kReadBufSize);
+    if (n == 0) {
+      // EOF without close_notify: as OpenSSL's SSL_OP_IGNORE_UNEXPECTED_EOF.
+      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::Eof);
+      return false;
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      if (errno == EINTR) continue;
+      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::ReadError);
+      return false;
+    }
+    uint8_t* rest = buf;
+    size_t left = size_t(n);
+    if (!recIn_.empty()) {
+      // Complete the waiting record from the front of this read: only the
+      // bytes it still lacks are copied (recIn_ stays within one record).
+      size_t want = Tls13Records::kHeaderLen;
+      if (recIn_.size() >= Tls13Records::kHeaderLen) {
+        want = size_t(recIn_[3]) << 8 | recIn_[4];
+        want += Tls13Records::kHeaderLen;
+      }
+      for (int step = 0; step < 2 && left > 0 && recIn_.size() < want; ++step) {
+        const size_t take = std::min(left, want - recIn_.size());
+        recIn_.insert(recIn_.end(), rest, rest + take);
+        rest += take, left -= take;
+        if (recIn_.size() == Tls13Records::kHeaderLen && want == Tls13Records::kHeaderLen) {
+          auto len = Tls13Records::recordLength(recIn_);
+          if (!len) return openRecords(recIn_.data(), recIn_.size());  // logs and closes
+          want = Tls13Records::kHeaderLen + (size_t(recIn_[3]) << 8 | recIn_[4]);
+        }
+      }
+      if (recIn_.size() < want) continue;  // still incomplete: all of this read is in it
+      Bytes whole;
+      whole.swap(recIn_);
+      if (!openRecords(whole.data(), whole.size())) return false;
+    }
+    if (left > 0 && !openRecords(rest, left)) return false;
+    if (readPaused_) return true;  // resumeReading() picks up the rest
+    if (size_t(n) < Loop::kReadBufSize) return true;
+  }
+  return true;
+}
+
+bool Conn::openRecords(uint8_t* data, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    auto len = Tls13Records::recordLength(ByteView(data + off, n - off));
+    if (!len) {
+      LOG_DEBUG("conn {}: TLS: {}", connNum_, len.error());
+      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::ReadError);
+      return false;
+    }
+    if (*len == 0) break;
+    auto rec = rec_->open(std::span<uint8_t>(data + off, *len));
+    off += *len;
+    if (!rec) {
+      LOG_DEBUG("conn {}: TLS: {}", connNum_, rec.error());
+      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::ReadError);
+      return false;
+    }
+    if (rec->kind == Tls13Records::Kind::CloseNotify) {
+      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::Eof);
+      return false;
+    }
+    // Our answer goes out with the next write (handleReadable() writes
+    // after reading whenever output is pending).
+    if (rec_->wantKeyUpdate()) rec_->sealKeyUpdate(recOut_);
+    if (rec->kind == Tls13Records::Kind::Data && !rec->data.empty()) {
+      onBytes(rec->data);
+      if (state_ == State::Closed) return false;
+    }
+  }
+  if (off < n) recIn_.assign(data + off, data + n);
+  if (recIn_.empty() && recIn_.capacity() > 0) Bytes().swap(recIn_);
+  return true;
+}
+
 bool Conn::readSome() {
+  if (rec_) return readRecords();
   uint8_t* buf = loop_.readBuf();
   // A bounded number of reads per wake-up, so one fast sender cannot starve
   // the loop's other connections (and mesh links). Level-triggered epoll
@@ -319,7 +429,7 @@ void Conn::processHttpBuffer() {
 void Conn::handleRequest(const http::RequestHead& req) {
   LoopStats& st = loop_.stats();
   st.httpRequests.add();
-  if (ssl_ && tlsVersionIdx_ >= 0) st.tlsRequestVersion[size_t(tlsVersionIdx_)].add();
+  if (tlsVersionIdx_ >= 0) st.tlsRequestVersion[size_t(tlsVersionIdx_)].add();
   HttpContext ctx;
   ctx.derpEnabled = loop_.server().derpEnabled();
   ctx.port80 = port80_;
@@ -900,15 +1010,48 @@ void Conn::pullQueues() {
 
 // ---- output ----
 
+ssize_t Conn::sendSome(const uint8_t* p, size_t n) {
+  for (;;) {
+    ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
+    if (w > 0) return w;
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    LOG_DEBUG("conn {}: write: {}", connNum_, w == 0 ? "wrote nothing" : std::strerror(errno));
+    close(CloseReason::WriteError);
+    return -1;
+  }
+}
+
 void Conn::writeOut() {
   if (state_ == State::Closed) return;
   for (int round = 0; round < 16; ++round) {
     sealOutput();
     bool progress = false;
     bool blocked = false;
-    while (outOff_ < out_.size()) {
+    while (outOff_ < out_.size() || recOutOff_ < recOut_.size()) {
       size_t n = std::min<size_t>(out_.size() - outOff_, INT_MAX);
       ssize_t w;
+      if (rec_) {
+        // Seal at most kOutHighWater at a time, only once the records
+        // before have gone, so that what waits for the socket stays
+        // plaintext in out_ (and counts against kOutHighWater there).
+        if (recOutOff_ == recOut_.size()) {
+          recOut_.clear();
+          recOutOff_ = 0;
+          const size_t take = std::min(n, kOutHighWater);
+          rec_->seal(ByteView(out_.data() + outOff_, take), recOut_);
+          outOff_ += take;
+        }
+        w = sendSome(recOut_.data() + recOutOff_, recOut_.size() - recOutOff_);
+        if (w < 0) return;
+        if (w == 0) {
+          blocked = true;
+          break;
+        }
+        recOutOff_ += size_t(w);
+        progress = true;
+        continue;
+      }
       if (ssl_) {
         if (state_ == State::TlsHandshake) { blocked = true; break; }
         ERR_clear_error();
@@ -927,16 +1070,11 @@ void Conn::writeOut() {
         }
         w = r;
       } else {
-        w = ::send(fd_, out_.data() + outOff_, n, MSG_NOSIGNAL);
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            blocked = true;
-            break;
-          }
-          LOG_DEBUG("conn {}: write: {}", connNum_, std::strerror(errno));
-          close(CloseReason::WriteError);
-          return;
+        w = sendSome(out_.data() + outOff_, n);
+        if (w < 0) return;
+        if (w == 0) {
+          blocked = true;
+          break;
         }
       }
       outOff_ += size_t(w);
@@ -950,6 +1088,9 @@ void Conn::writeOut() {
     out_.clear();
     outOff_ = 0;
     if (out_.capacity() > 4096) Bytes().swap(out_);
+    recOut_.clear();
+    recOutOff_ = 0;
+    if (recOut_.capacity() > 4096) Bytes().swap(recOut_);
     writeStallSince_ = {};
     if (closeAfterFlush_) {
       linger();
@@ -968,16 +1109,26 @@ void Conn::writeOut() {
   rearmTimer();
 }
 
+// Everything else has been written (linger() runs after the flush): one
+// non-blocking attempt, as OpenSSL's SSL_shutdown() makes.
+void Conn::sendCloseNotify() {
+  if (ssl_) {
+    ERR_clear_error();
+    SSL_shutdown(ssl_);
+    ERR_clear_error();
+  } else if (rec_) {
+    Bytes alert;
+    rec_->sealCloseNotify(alert);
+    [[maybe_unused]] ssize_t w = ::send(fd_, alert.data(), alert.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+}
+
 void Conn::linger() {
   if (state_ == State::Relay) {
     // A drained DERP connection (Restarting written): no response can be
     // lost, so close now. Unread input is discarded first so the close is a
     // FIN, not a reset that could destroy the frame in flight.
-    if (ssl_) {
-      ERR_clear_error();
-      SSL_shutdown(ssl_);
-      ERR_clear_error();
-    }
+    sendCloseNotify();
     ::shutdown(fd_, SHUT_WR);
     uint8_t* buf = loop_.readBuf();
     for (int i = 0; i < 16 && ::recv(fd_, buf, Loop::kReadBufSize, MSG_DONTWAIT) > 0; ++i) {
@@ -988,11 +1139,7 @@ void Conn::linger() {
   // The response is out: stop writing, then read and discard until the peer
   // closes (or kLingerTime), so unread request bytes do not turn our close
   // into a reset that destroys the response in flight.
-  if (ssl_) {
-    ERR_clear_error();
-    SSL_shutdown(ssl_);
-    ERR_clear_error();
-  }
+  sendCloseNotify();
   ::shutdown(fd_, SHUT_WR);
   state_ = State::Lingering;
   deadline_ = loop_.now() + kLingerTime;

@@ -26,6 +26,7 @@
 #include "common/proto/http/http.hpp"
 #include "common/proto/http/websocket.hpp"
 #include "loop.hpp"
+#include "tls13_records.hpp"
 
 namespace derpd::worker {
 
@@ -136,6 +137,9 @@ class Conn final : public IoHandler {
   void processHttpBuffer();
   void onDerpStream(ByteView in);
   void writeOut();
+  // send(2) of what the socket takes now: the bytes written (> 0), 0 when
+  // it takes nothing (EAGAIN), -1 when it failed (the conn is closed).
+  ssize_t sendSome(const uint8_t* p, size_t n);
   void updateInterest();
   void rearmTimer();
   void appendDerp(const std::function<void(Bytes&)>& enc);
@@ -166,9 +170,12 @@ class Conn final : public IoHandler {
   // pulled only while the output backlog is under kOutHighWater, so a
   // reader that stops reading fills its queues and loses their heads.
   void pullQueues();
-  size_t pendingOut() const { return out_.size() - outOff_ + derpOut_.size(); }
+  size_t pendingOut() const {
+    return out_.size() - outOff_ + derpOut_.size() + (recOut_.size() - recOutOff_);
+  }
   static constexpr size_t kOutHighWater = 64 * 1024;
   void linger();
+  void sendCloseNotify();
   bool notHereAllowed();
   void pauseReading();
 
@@ -180,7 +187,16 @@ class Conn final : public IoHandler {
 
   Loop& loop_;
   int fd_;
-  SSL* ssl_;  // null for plain TCP
+  SSL* ssl_;  // null for plain TCP, and for TLS 1.3 once rec_ took over
+  // TLS 1.3 after the handshake (tls13_records.hpp).
+  std::unique_ptr<Tls13Secrets> tlsSecrets_;  // filled during the handshake, then dropped
+  std::unique_ptr<Tls13Records> rec_;
+  Bytes recIn_;           // the start of a record not yet complete
+  Bytes recOut_;          // sealed records not yet written
+  size_t recOutOff_ = 0;  // of recOut_, already written
+  bool moveToOwnRecords();     // after the handshake: false keeps OpenSSL
+  bool readRecords();          // readSome() with rec_
+  bool openRecords(uint8_t* data, size_t n);  // false when the conn closed
   const uint64_t connNum_;
   const bool port80_;
   State state_;

@@ -183,6 +183,7 @@ int main(int argc, char** argv) {
   cfg.acceptBurst = opts->acceptConnectionBurst;
   cfg.maxConnections = opts->maxConnections;
   cfg.maxHandshakes = opts->maxHandshakes;
+  cfg.tlsOwnRecords = opts->tlsOwnRecords;
   unsigned hw = std::thread::hardware_concurrency();
   cfg.threads = opts->threads > 0 ? opts->threads : int(hw ? hw : 1);
   if (opts->meshKeyFd >= 0) {

@@ -69,6 +69,8 @@ const config::GoFlagTable<Options>& flags() {
            if (auto s = net::parseDnsServer(v); !s) return makeError(s.error());
          }
          o.bootstrapDnsServer = v; return {}; }}},
+      {"tls-own-records", {true, [](Options& o, const std::string& v) -> Result<void> {
+         auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.tlsOwnRecords = *b; return {}; }}},
       {"tls-from-control", {true, [](Options& o, const std::string& v) -> Result<void> {
          auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.tlsFromControl = *b; return {}; }}},
       {"mesh-key-fd", {false, [](Options& o, const std::string& v) -> Result<void> {
@@ -182,6 +184,10 @@ Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
                         does not
   -verify-client-url-fail-open=BOOL   with --verify-via-control: admit the
                         client when mesh-helper cannot answer (default true)
+  --tls-own-records=false  keep OpenSSL for every TLS connection's records
+                        (default true: after a TLS 1.3 handshake OpenSSL's
+                        connection object is freed and derp-worker seals and
+                        opens the records itself, ~10 kB less per client)
   --tls-from-control    serve TLS with the certificates and ACME challenges
                         derpd's cert-agent sends over the control socket
                         (handshakes fail until the first certificate arrives)

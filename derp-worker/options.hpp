@@ -53,6 +53,7 @@ struct Options {
   std::string bootstrapDnsServer;     // --bootstrap-dns-server (empty: /etc/resolv.conf)
   std::string control;                // --control: derpd's control endpoint (ipc://...)
   bool seccomp = true;                // --seccomp=false: no syscall filter after the drop
+  bool tlsOwnRecords = true;          // --tls-own-records: TLS 1.3 records without OpenSSL's object
   bool tlsFromControl = false;        // --tls-from-control: TLS, certificates from cert-agent
   bool meshPeersFromControl = false;  // --mesh-peers-from-control: addresses from mesh-helper
   bool verifyViaControl = false;      // --verify-via-control: admission asked of mesh-helper

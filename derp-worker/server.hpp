@@ -49,6 +49,9 @@ struct ServerConfig {
   int64_t acceptBurst = std::numeric_limits<int64_t>::max();     // -accept-connection-burst
   int64_t maxConnections = 0;  // --max-connections: accepted connections alive at once (0: no cap)
   int64_t maxHandshakes = 0;   // --max-handshakes: of those, not yet relaying (0: no cap)
+  // --tls-own-records: after a TLS 1.3 handshake, free the SSL object and do
+  // the records in derp-worker (tls13_records.hpp).
+  bool tlsOwnRecords = true;
 };
 
 // Go's rate.Limiter as derper's TLS listener uses it (Allow only): a bucket
@@ -109,6 +112,7 @@ class Server {
   void setPeerMetrics(std::vector<ipc::RoleMetrics> roles);
   bool derpEnabled() const { return cfg_.derpEnabled; }
   bool dev() const { return cfg_.dev; }
+  bool tlsOwnRecords() const { return cfg_.tlsOwnRecords; }
   SSL_CTX* sslCtx() const { return cfg_.tls ? cfg_.tls->dispatchCtx() : nullptr; }
   // The TLS contexts and ACME challenges in force (null: plain HTTP).
   const std::shared_ptr<TlsStore>& tls() const { return cfg_.tls; }

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/crypto/meta_cert.hpp"
+#include "tls13_records.hpp"
 
 namespace derpd::worker {
 
@@ -66,10 +67,17 @@ SSL_CTX* newServerCtx() {
   // Idle connections give their read/write buffers back.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-  // One read(2) per record or more, not one for the 5-byte header and one
-  // for the body (Conn::readSome() relies on SSL_has_pending() for what a
-  // read brought beyond the record it returned).
-  SSL_CTX_set_read_ahead(ctx, 1);
+  // Read-ahead stays off during the handshake, so OpenSSL reads exactly the
+  // handshake's records and nothing after them: a TLS 1.3 connection then
+  // moves to derp-worker's own record layer (tls13_records.hpp) with nothing
+  // left behind in OpenSSL. A connection that stays on OpenSSL (TLS 1.2)
+  // turns read-ahead on once the handshake is done.
+  SSL_CTX_set_read_ahead(ctx, 0);
+  // No session tickets: Tailscale's clients do not resume DERP sessions, and
+  // a ticket would be a record under the application keys before the
+  // switch (our sequence numbers start at 0).
+  SSL_CTX_set_num_tickets(ctx, 0);
+  enableTls13SecretCapture(ctx);
   return ctx;
 }
 

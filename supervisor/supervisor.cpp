@@ -112,6 +112,7 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args, TestHo
                                       "--log-level", cfg_.logLevel};
         // TLS certificates come from cert-agent over the control plane.
         if (tls_) a.push_back("--tls-from-control");
+        if (!cfg_.tlsOwnRecords) a.push_back("--tls-own-records=false");
         if (!cfg_.bootstrapDnsNames.empty()) a.insert(a.end(), {"-bootstrap-dns-names", cfg_.bootstrapDnsNames});
         if (!cfg_.unpublishedBootstrapDnsNames.empty())
           a.insert(a.end(), {"-unpublished-bootstrap-dns-names", cfg_.unpublishedBootstrapDnsNames});

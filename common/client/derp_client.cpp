@@ -373,6 +373,7 @@ struct Client::Impl {
       to.serverName = opts.serverName.empty() ? url.host : opts.serverName;
       to.caFile = opts.caFile;
       to.insecureSkipVerify = opts.insecureSkipVerify;
+      to.maxTls12 = opts.maxTls12;
       if (auto r = transport->startTls(to, deadline); !r) return r;
       SSL* ssl = transport->ssl();
       info.tlsVersion = SSL_get_version(ssl);
@@ -587,6 +588,16 @@ Result<void> Client::notePreferred(bool preferred) {
 
 Result<void> Client::ping(const std::array<uint8_t, 8>& data) {
   return impl_->send([&](Bytes& out) { derp::appendPing(out, data); });
+}
+
+Result<void> Client::requestTlsKeyUpdate() {
+  SSL* ssl = impl_->transport ? impl_->transport->ssl() : nullptr;
+  if (!ssl || SSL_version(ssl) != TLS1_3_VERSION) return makeError("KeyUpdate needs TLS 1.3");
+  if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) != 1) {
+    ERR_clear_error();
+    return makeError("SSL_key_update failed");
+  }
+  return okResult();
 }
 
 Result<void> Client::pong(const std::array<uint8_t, 8>& data) {

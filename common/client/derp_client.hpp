@@ -36,6 +36,7 @@ struct ClientOptions {
   std::string caFile;
   bool insecureSkipVerify = false;
   std::string serverName;      // SNI/verify name; empty = host of url (none for IP literals)
+  bool maxTls12 = false;       // offer TLS 1.2 at most (tests of servers' TLS 1.2 path)
   std::string hostHeader;      // empty = host of url without port... (Go sends url host as given)
   // Dial this address instead of the url's host:port (keeps SNI/Host).
   std::string dialAddr;        // "ip:port"
@@ -89,6 +90,9 @@ class Client {
   Result<void> forwardPacket(const NodePublic& src, const NodePublic& dst, ByteView packet);
   Result<void> notePreferred(bool preferred);
   Result<void> ping(const std::array<uint8_t, 8>& data);
+  // TLS 1.3: a KeyUpdate asking the server to update its keys too; it goes
+  // out with the next write. An error over plain HTTP or TLS 1.2.
+  Result<void> requestTlsKeyUpdate();
   Result<void> pong(const std::array<uint8_t, 8>& data);
   Result<void> watchConns();
   Result<void> closePeer(const NodePublic& key);

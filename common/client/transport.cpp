@@ -323,6 +323,7 @@ Result<void> Transport::startTls(const TlsOptions& opts, Deadline deadline) {
   ctx_ = SSL_CTX_new(TLS_client_method());
   if (!ctx_) return makeError("tls: SSL_CTX_new: " + drainSslErrors());
   SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
+  if (opts.maxTls12) SSL_CTX_set_max_proto_version(ctx_, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_options(ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
   // Whole records (or more) per read(2); readSome() calls SSL_read_ex

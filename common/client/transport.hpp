@@ -54,6 +54,7 @@ struct TlsOptions {
   std::string serverName;
   std::string caFile;  // PEM; empty = OpenSSL default paths
   bool insecureSkipVerify = false;
+  bool maxTls12 = false;  // offer TLS 1.2 at most
 };
 
 // One TCP connection, plain or TLS. Not thread-safe. Reads and writes poll

@@ -64,6 +64,7 @@ struct Settings {
   std::string certUser = "_derpd-cert";             // --cert-user
   std::string runtimeDir = "/run/derpd";            // --runtime-dir
   bool seccomp = true;                              // --seccomp: per-role syscall filters after the drop
+  bool tlsOwnRecords = true;                        // --tls-own-records: TLS 1.3 records in derp-worker
   std::string stateDir = "/var/lib/derpd";          // --state-dir
   std::string logFile;                              // --log-file (empty = stderr)
   std::string logLevel = "info";                    // --log-level

@@ -1,6 +1,7 @@
 // TLS mode of derp-worker (PROTOCOL.md §2.2, §2.4, §7.3): manual certs from a
 // test CA, the meta certificate, fast start, ALPN, the port-80 listener.
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <string>
 #include <vector>
@@ -242,6 +243,70 @@ TEST_F(TlsTest, ProbeEndpointsOverTls) {
     ASSERT_TRUE(got.error.empty()) << got.error;
     EXPECT_TRUE(httpSameExceptDate(got.data, readVectorFile(std::string("http/") + name + ".response")));
   }
+}
+
+// derp-worker's own TLS 1.3 record layer (tls13_records.hpp) under real
+// relaying: a client that asks for new keys (KeyUpdate, update_requested)
+// again and again keeps relaying both ways, which needs derp-worker to
+// follow the client's new reading key and to answer with its own KeyUpdate.
+TEST_F(TlsTest, KeyUpdatesWhileRelaying) {
+  WorkerProcess* w = start(Mode::TlsLocalhost);
+  ASSERT_NE(w, nullptr);
+  DERPD_ASSERT_CONNECT(a, dial(*w, keys::alice()));
+  DERPD_ASSERT_CONNECT(b, dial(*w, keys::bob()));
+  ASSERT_EQ(a->info().tlsVersion, "TLSv1.3");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(a->requestTlsKeyUpdate().ok());
+    ASSERT_TRUE(exchange(*a, *b, patternBytes(3000 + i, uint8_t(i)))) << "after KeyUpdate " << i;
+    ASSERT_TRUE(b->requestTlsKeyUpdate().ok());
+    ASSERT_TRUE(exchange(*b, *a, patternBytes(20000, uint8_t(i + 100)))) << "after bob's KeyUpdate " << i;
+  }
+  EXPECT_TRUE(pingPong(*a, {1, 2, 3, 4, 5, 6, 7, 8}));
+}
+
+// TLS 1.2 clients stay on OpenSSL for the whole connection; so does every
+// client with --tls-own-records=false. Both relay to a TLS 1.3 client on
+// derp-worker's own records.
+TEST_F(TlsTest, Tls12AndOpenSslRecordsRelayWithOwnRecords) {
+  for (bool own : {true, false}) {
+    SCOPED_TRACE(own ? "own records" : "--tls-own-records=false");
+    WorkerConfig cfg;
+    cfg.mode = Mode::TlsLocalhost;
+    cfg.leafSerial = kLeafSerial;
+    if (!own) cfg.extra = {"--tls-own-records=false"};
+    WorkerProcess* w = startWorker(cfg);
+    ASSERT_NE(w, nullptr);
+    DERPD_ASSERT_CONNECT(old, dial(*w, keys::alice(), [](client::ClientOptions& o) { o.maxTls12 = true; }));
+    DERPD_ASSERT_CONNECT(cur, dial(*w, keys::bob()));
+    EXPECT_EQ(old->info().tlsVersion, "TLSv1.2");
+    EXPECT_EQ(cur->info().tlsVersion, "TLSv1.3");
+    ASSERT_TRUE(exchange(*old, *cur, patternBytes(40000, 3)));
+    // A KeyUpdate is TLS 1.3's: over TLS 1.2 the client cannot ask.
+    EXPECT_FALSE(old->requestTlsKeyUpdate().ok());
+    ASSERT_TRUE(cur->requestTlsKeyUpdate().ok());
+    ASSERT_TRUE(exchange(*cur, *old, patternBytes(1000, 4)));
+  }
+}
+
+// A record that does not authenticate ends the connection (and only it).
+TEST_F(TlsTest, TamperedRecordClosesTheConnection) {
+  WorkerProcess* w = start(Mode::TlsLocalhost);
+  ASSERT_NE(w, nullptr);
+  TlsClientOptions t = tlsOptions(*w);
+  auto c = RawConn::dial(w->port(), &t);
+  ASSERT_TRUE(c.ok()) << c.error();
+  ASSERT_EQ((*c)->tlsVersion(), "TLSv1.3");
+  // A syntactically valid application_data record with garbage inside,
+  // written under the TLS layer, straight to the socket.
+  Bytes junk = {23, 3, 3, 0, 40};
+  junk.resize(45, 0xab);
+  ASSERT_EQ(::send((*c)->fd(), junk.data(), junk.size(), MSG_NOSIGNAL), ssize_t(junk.size()));
+  EXPECT_TRUE((*c)->waitClosed(Millis(5000)));
+  EXPECT_TRUE(w->waitForLog("does not authenticate (bad_record_mac)", Millis(2000))) << w->logText();
+  // The server carries on.
+  DERPD_ASSERT_CONNECT(a, dial(*w, keys::alice()));
+  DERPD_ASSERT_CONNECT(b, dial(*w, keys::bob()));
+  EXPECT_TRUE(exchange(*a, *b, patternBytes(100, 5)));
 }
 
 }  // namespace

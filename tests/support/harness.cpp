@@ -1565,6 +1565,16 @@ WorkerProcess* WorkerTest::startDerpd(const std::vector<std::string>& args) {
     ADD_FAILURE() << "derpd start: " << r.error() << "\n" << w->logText();
     return nullptr;
   }
+  // derp-worker serves (port 80, ACME challenges) before cert-agent has
+  // handed it the certificate; with a manual one, a test may dial TLS at
+  // once, so wait for it to be in service, or for derpd to give up (tests
+  // of bad certificates): the test's own checks say which was wanted.
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if ((args[i] == "-certmode" || args[i] == "--certmode") && args[i + 1] == "manual") {
+      waitFor([&] { return !w->running() || w->waitForLog("TLS certificate in service", Millis(0)); },
+              Millis(10000));
+    }
+  }
   return w;
 }
 
