@@ -257,9 +257,11 @@ bool Conn::openRecords(uint8_t* data, size_t n) {
       close(state_ == State::Lingering ? CloseReason::Http : CloseReason::Eof);
       return false;
     }
-    // Our answer goes out with the next write (handleReadable() writes
-    // after reading whenever output is pending).
-    if (rec_->wantKeyUpdate()) rec_->sealKeyUpdate(recOut_);
+    // A KeyUpdate that asks for ours: writeOut() seals it before the next
+    // data (handleReadable() writes after reading whenever output is
+    // pending, which includes it). Requests that come while it waits are
+    // answered by that one KeyUpdate (RFC 8446 §4.6.3), so a peer that
+    // floods them and never reads cannot grow our output.
     if (rec->kind == Tls13Records::Kind::Data && !rec->data.empty()) {
       onBytes(rec->data);
       if (state_ == State::Closed) return false;
@@ -1028,7 +1030,7 @@ void Conn::writeOut() {
     sealOutput();
     bool progress = false;
     bool blocked = false;
-    while (outOff_ < out_.size() || recOutOff_ < recOut_.size()) {
+    while (outOff_ < out_.size() || recOutOff_ < recOut_.size() || (rec_ && rec_->wantKeyUpdate())) {
       size_t n = std::min<size_t>(out_.size() - outOff_, INT_MAX);
       ssize_t w;
       if (rec_) {
@@ -1038,6 +1040,7 @@ void Conn::writeOut() {
         if (recOutOff_ == recOut_.size()) {
           recOut_.clear();
           recOutOff_ = 0;
+          if (rec_->wantKeyUpdate()) rec_->sealKeyUpdate(recOut_);
           const size_t take = std::min(n, kOutHighWater);
           rec_->seal(ByteView(out_.data() + outOff_, take), recOut_);
           outOff_ += take;
@@ -1151,7 +1154,9 @@ void Conn::linger() {
 void Conn::updateInterest() {
   if (state_ == State::Closed) return;
   uint32_t want = readPaused_ ? 0u : uint32_t(EPOLLIN);
-  if (outOff_ < out_.size() || readWantsWrite_) want |= EPOLLOUT;
+  // Sealed records waiting count as output: out_ may be all sealed.
+  // Sealed records waiting count as output: out_ may be all sealed.
+  if (outOff_ < out_.size() || recOutOff_ < recOut_.size() || readWantsWrite_) want |= EPOLLOUT;
   backlogged_.store(pendingOut() >= kOutHighWater, std::memory_order_relaxed);
   if (want != interest_ && loop_.modFd(fd_, want, this)) interest_ = want;
 }

@@ -171,7 +171,8 @@ class Conn final : public IoHandler {
   // reader that stops reading fills its queues and loses their heads.
   void pullQueues();
   size_t pendingOut() const {
-    return out_.size() - outOff_ + derpOut_.size() + (recOut_.size() - recOutOff_);
+    return out_.size() - outOff_ + derpOut_.size() + (recOut_.size() - recOutOff_) +
+           (rec_ && rec_->wantKeyUpdate() ? 1 : 0);
   }
   static constexpr size_t kOutHighWater = 64 * 1024;
   void linger();

@@ -309,5 +309,27 @@ TEST_F(TlsTest, TamperedRecordClosesTheConnection) {
   EXPECT_TRUE(exchange(*a, *b, patternBytes(100, 5)));
 }
 
+// Output sealed into records but not yet taken by the socket must keep the
+// connection waiting for writability: a receiver that reads only after a
+// burst (under the 64 KiB output high-water mark, so all of it is sealed at
+// once) gets every packet, not a write-stall close.
+TEST_F(TlsTest, SealedOutputIsFlushedWhenTheReceiverCatchesUp) {
+  WorkerProcess* w = start(Mode::TlsLocalhost);
+  ASSERT_NE(w, nullptr);
+  DERPD_ASSERT_CONNECT(sink, dial(*w, keys::bob()));
+  int small = 2048;
+  ASSERT_EQ(::setsockopt(sink->fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  DERPD_ASSERT_CONNECT(src, dial(*w, keys::alice()));
+  constexpr int kPackets = 60;
+  for (int i = 0; i < kPackets; ++i) {
+    ASSERT_TRUE(src->sendPacket(keys::bob().publicKey(), patternBytes(1000, uint8_t(i))).ok());
+  }
+  for (int i = 0; i < kPackets; ++i) {
+    auto p = recvUntil<client::RecvPacket>(*sink, Millis(5000));
+    ASSERT_TRUE(p.ok()) << "packet " << i << ": " << p.error();
+    EXPECT_EQ(p->data, patternBytes(1000, uint8_t(i)));
+  }
+}
+
 }  // namespace
 }  // namespace derpd::test
