@@ -232,9 +232,11 @@ int main(int argc, char** argv) {
   if (!meshHosts) return fail(meshHosts.error());
   if (!meshHosts->empty()) {
     if (cfg.meshKey.empty()) return fail("-mesh-with requires -mesh-psk-file");
-    auto ctx = makeMeshTlsContext(opts->meshCaFile);
-    if (!ctx) return fail(ctx.error());
-    cfg.meshSslCtx = *ctx;
+    for (size_t i = 0; i < meshHosts->size(); ++i) {  // one each: see ServerConfig
+      auto ctx = makeMeshTlsContext(opts->meshCaFile, i == 0);
+      if (!ctx) return fail(ctx.error());
+      cfg.meshSslCtxs.push_back(*ctx);
+    }
     cfg.meshHosts = *meshHosts;
   }
   if (opts->verifyViaControl) {

@@ -45,10 +45,11 @@ enum class MeshLinkState : uint8_t {
 };
 const char* meshLinkStateName(MeshLinkState s);
 
-// The TLS client context of every mesh link: TLS 1.2+, peer verified against
+// The TLS client context of a mesh link (one per link): TLS 1.2+, peer verified against
 // `caFile`, or the system's CA file ($SSL_CERT_FILE, else OpenSSL's default)
-// when empty. Loaded now, before any chroot hides the file.
-Result<std::shared_ptr<SSL_CTX>> makeMeshTlsContext(const std::string& caFile);
+// when empty. Loaded now, before any chroot hides the file; `logIt`: say
+// what was loaded (once for all links).
+Result<std::shared_ptr<SSL_CTX>> makeMeshTlsContext(const std::string& caFile, bool logIt = true);
 
 class MeshLink {
  public:
@@ -65,7 +66,8 @@ class MeshLink {
   static constexpr size_t kBacklogHighWater = 1 << 20;
   static constexpr size_t kMaxBacklogBytes = 4 << 20;
 
-  // `sslCtx`: a client context with the mesh trust store (shared by all links).
+  // `sslCtx`: a client context with the mesh trust store, this link's own
+  // (makeMeshTlsContext()); it must outlive the link.
   MeshLink(Loop& loop, net::MeshHost spec, SSL_CTX* sslCtx);
   ~MeshLink();
   MeshLink(const MeshLink&) = delete;

@@ -225,7 +225,7 @@ Result<void> Server::start() {
   }
   for (size_t i = 0; i < cfg_.meshHosts.size(); ++i) {
     Loop& l = *loops_[i % loops_.size()];
-    meshLinks_.push_back(std::make_unique<MeshLink>(l, cfg_.meshHosts[i], cfg_.meshSslCtx.get()));
+    meshLinks_.push_back(std::make_unique<MeshLink>(l, cfg_.meshHosts[i], cfg_.meshSslCtxs.at(i).get()));
     MeshLink* link = meshLinks_.back().get();
     l.post([link] { link->start(); });
   }

@@ -36,10 +36,14 @@ struct ServerConfig {
   std::shared_ptr<BootstrapDns> bootstrapDns;  // /bootstrap-dns (null: derper's empty body)
   DebugAccess debugAccess;             // debug key digest, $TS_ALLOW_DEBUG_IP
   // Outbound mesh (PROTOCOL.md §6): one link per -mesh-with entry, dialled
-  // with sslCtx (the mesh trust store) once setMeshAddresses() names its
-  // addresses.
+  // with its own context (the mesh trust store: meshSslCtxs[i] for
+  // meshHosts[i]) once setMeshAddresses() names its addresses. One context
+  // each, because links on different loops handshaking at once through
+  // one shared SSL_CTX and X509_STORE made ThreadSanitizer report a race
+  // inside libcrypto (OpenSSL 3.0's store lookups); a handful of links
+  // can afford a trust store each.
   std::vector<net::MeshHost> meshHosts;
-  std::shared_ptr<SSL_CTX> meshSslCtx;
+  std::vector<std::shared_ptr<SSL_CTX>> meshSslCtxs;
   // Client admission (PROTOCOL.md §5.9) asked of derpd's mesh-helper:
   // `verifier` is how (null: every client is admitted at once).
   std::shared_ptr<class AdmissionAsker> verifier;

@@ -1622,8 +1622,11 @@ void WorkerTest::TearDown() {
     }
     EXPECT_TRUE(unexpected.empty()) << "error lines in the derp-worker log:\n" << unexpected;
     if (HasFailure()) {
-      std::fprintf(stderr, "--- derp-worker pid %d log (last 80 lines of %s) ---\n%s--- end of log ---\n",
-                   static_cast<int>(w->pid()), w->logPath().c_str(), tailLines(w->logText(), 80).c_str());
+      // DERPD_TEST_LOG_LINES: more of it (a sanitizer report can be longer).
+      const char* env = std::getenv("DERPD_TEST_LOG_LINES");
+      const int lines = env && std::atoi(env) > 0 ? std::atoi(env) : 80;
+      std::fprintf(stderr, "--- derp-worker pid %d log (last %d lines of %s) ---\n%s--- end of log ---\n",
+                   static_cast<int>(w->pid()), lines, w->logPath().c_str(), tailLines(w->logText(), lines).c_str());
     }
   }
 }
