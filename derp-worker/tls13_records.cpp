@@ -2,6 +2,7 @@
 
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <string_view>
@@ -22,27 +23,16 @@ int secretsIndex() {
   return idx;
 }
 
-int hexNibble(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // "LABEL <client random hex> <secret hex>" -> the secret, when LABEL matches.
 bool parseKeyLogLine(std::string_view line, std::string_view label, std::array<uint8_t, 48>& out, size_t& len) {
   if (line.size() <= label.size() || line.substr(0, label.size()) != label || line[label.size()] != ' ') {
     return false;
   }
-  const size_t sp = line.rfind(' ');
-  const std::string_view hex = line.substr(sp + 1);
-  if (hex.size() % 2 != 0 || hex.size() / 2 > out.size() || hex.empty()) return false;
-  for (size_t i = 0; i < hex.size() / 2; ++i) {
-    const int hi = hexNibble(hex[2 * i]), lo = hexNibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out[i] = uint8_t(hi << 4 | lo);
-  }
-  len = hex.size() / 2;
+  auto secret = fromHex(line.substr(line.rfind(' ') + 1));
+  if (!secret || secret->empty() || secret->size() > out.size()) return false;
+  std::copy(secret->begin(), secret->end(), out.begin());
+  len = secret->size();
+  OPENSSL_cleanse(secret->data(), secret->size());
   return true;
 }
 
