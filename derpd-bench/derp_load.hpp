@@ -22,6 +22,9 @@ struct DerpLoadOptions {
   int pairs = 1;
   size_t size = 1000;   // packet bytes (>= 16: sequence number + timestamp)
   int rate = 0;         // packets/s per sender; 0 = as fast as the connection takes them
+  // Paced loads (rate > 0): event threads sharing the pairs between them.
+  // Full speed: always a sending and a receiving thread per pair.
+  int threads = 1;
   std::chrono::milliseconds duration{5000};
   int serverPid = -1;   // > 0: read its CPU seconds and RSS over the run
 };
@@ -30,6 +33,7 @@ struct DerpLoadResult {
   uint64_t sent = 0;
   uint64_t delivered = 0;
   double seconds = 0;            // sending time
+  double measuredSeconds = 0;    // sending and draining: what the CPU figures cover
   double p50Ms = 0, p99Ms = 0, p999Ms = 0, maxMs = 0;  // one-way latency of delivered packets
   double ownCpuSeconds = 0;
   double serverCpuSeconds = -1;  // over sending and the drain after it; -1: not read

@@ -37,6 +37,7 @@ struct Options {
   int pairs = 1;
   int size = 1000;
   int rate = 0;
+  int threads = 1;
   std::string latencyFile;
   // idle, connect
   std::string url;
@@ -68,6 +69,8 @@ const config::GoFlagTable<Options>& flags() {
          auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.size = *i; return {}; }}},
       {"rate", {false, [](Options& o, const std::string& v) -> Result<void> {
          auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.rate = *i; return {}; }}},
+      {"threads", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i) return makeError(i.error()); o.threads = *i; return {}; }}},
       {"latency-file", {false, [](Options& o, const std::string& v) -> Result<void> { o.latencyFile = v; return {}; }}},
       {"url", {false, [](Options& o, const std::string& v) -> Result<void> { o.url = v; return {}; }}},
       {"conns", {false, [](Options& o, const std::string& v) -> Result<void> {
@@ -125,6 +128,9 @@ Flags (derp):
   -pairs N              1..256 (default 1)
   -size N               packet bytes, 16..65536 (default 1000)
   -rate N               packets per second per sender; 0 = full speed (default)
+  -threads N            with -rate: threads sharing the pairs, each asleep in
+                        epoll until a send is due or a packet arrives, 1..64
+                        (default 1). Full speed: two threads per pair.
   -duration D           how long to send (default 5s, at most 10m)
   -server-pid PID       the server process (derp-worker, or derper) to read
   -latency-file FILE    write the latency distribution: lines of
@@ -203,6 +209,7 @@ int runDerp(const Options& o) {
   d.pairs = o.pairs;
   d.size = size_t(std::max(o.size, 0));
   d.rate = o.rate;
+  d.threads = o.threads;
   d.duration = o.duration;
   d.serverPid = o.serverPid;
   auto r = bench::runDerpLoad(d);
@@ -224,7 +231,7 @@ int runDerp(const Options& o) {
   if (x.serverCpuSeconds >= 0) {
     mbPerCpu = x.serverCpuSeconds > 0 ? mb / x.serverCpuSeconds : 0;
     std::printf("server pid %d: cpu %.2f s (%.0f %% of one core), %.1f MB delivered per cpu-second, rss %.1f MB\n",
-                o.serverPid, x.serverCpuSeconds, 100 * x.serverCpuSeconds / (x.seconds + 1.0), mbPerCpu,
+                o.serverPid, x.serverCpuSeconds, 100 * x.serverCpuSeconds / x.measuredSeconds, mbPerCpu,
                 double(x.serverRssBytes) / 1e6);
   }
   std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);

@@ -109,6 +109,22 @@ TEST_F(BenchTest, DerpModeRelaysPairsAndReportsLatency) {
   EXPECT_EQ(lastQ, 1.0);
   EXPECT_DOUBLE_EQ(lastMs, std::stod(kv["max_ms"]));
   EXPECT_TRUE(waitForMetric(*w, "derp_packets_sent", [](double v) { return v > 100; }));
+  // A paced load waits for every packet it sent (a loopback relay at
+  // 1,000 packets/s loses none); three pairs on two event threads.
+  EXPECT_EQ(kv["delivered"], kv["sent"]) << out;
+  out.clear();
+  rc = runCommand(binDir() + "/derpd-bench derp -from " + url + " -to " + url +
+                      " -pairs 3 -threads 2 -size 300 -rate 300 -duration 500ms",
+                  &out);
+  EXPECT_EQ(rc, 0) << out;
+  kv = resultLine(out);
+  EXPECT_EQ(kv["pairs"], "3") << out;
+  EXPECT_GT(std::stoull(kv.count("delivered") ? kv["delivered"] : "0"), 300u) << out;
+  EXPECT_EQ(kv["delivered"], kv["sent"]) << out;
+  out.clear();
+  rc = runCommand(binDir() + "/derpd-bench derp -from " + url + " -to " + url + " -rate 10 -threads 0", &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("-threads must be 1..64"), std::string::npos) << out;
   out.clear();
   rc = runCommand(binDir() + "/derpd-bench derp -from https://192.0.2.1/derp -to " + url + " -duration 100ms", &out);
   EXPECT_EQ(rc, 2) << out;
