@@ -10,6 +10,8 @@
 #                     [--derper-url https://127.0.0.1:PORT/derp --derper-pid PID
 #                      [--derper-ca FILE]]
 #
+# The floor row (derpd-bench floor) is no server's: a plain TCP relay
+# thread inside derpd-bench, the kernel's cost under the paced row.
 # derpd is started here on 127.0.0.1 with TLS (a throwaway self-signed
 # P-256 certificate), port 0, no STUN, and stopped at the end. A derper must
 # already be running (on loopback: derpd-bench refuses anything else); its
@@ -27,7 +29,7 @@ threads=2
 quick=0
 derper_url="" derper_pid="" derper_ca=""
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2 ;;
@@ -157,6 +159,11 @@ idle_rows() {
     -workers 2 -server-pid "$pid"
 }
 
+# The kernel's floor under the paced row: a relay thread doing nothing but
+# epoll_wait, read and write on plain loopback TCP, under the same load.
+run_row floor "4 pairs x 10k paced, plain TCP relay" -- floor -pairs 4 -size "$size" -rate 10000 \
+  -duration "$duration"
+
 start_derpd
 echo "derpd $derpd_url, derp-worker pid $worker_pid, $threads thread(s)" >&2
 derp_rows derpd "$derpd_url" "$worker_pid" "$ca"
@@ -211,6 +218,11 @@ field() {  # field SERVER ROW KEY
       fi
     done
   done
+  row="4 pairs x 10k paced, plain TCP relay"
+  if [ -n "$(field floor "$row" us_per_packet)" ]; then
+    printf '| floor | %s | %s µs of relay CPU per packet, %s MB per relay CPU-second, p99 %s ms |\n' "$row" \
+      "$(field floor "$row" us_per_packet)" "$(field floor "$row" mb_per_relay_cpu_s)" "$(field floor "$row" p99_ms)"
+  fi
 } >"$out/table.md"
 
 # pairs.dat: pairs, then delivered pkt/s for derpd and derper ("-" if not run).

@@ -1,45 +1,22 @@
 #include "derp_load.hpp"
 
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/timerfd.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
-#include <cstring>
 #include <memory>
-#include <mutex>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "common/client/derp_client.hpp"
 #include "common/crypto/keys.hpp"
+#include "paced.hpp"
 #include "proc_stats.hpp"
 
 namespace derpd::bench {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = PacedClock;
 constexpr auto kWarmupBudget = std::chrono::seconds(15);   // until the receiver is reachable
 constexpr auto kDrainTime = std::chrono::milliseconds(1000);  // stragglers after sending stops
-
-uint64_t nowNs() {
-  return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
-}
-
-// A descriptor closed when it goes out of scope.
-struct OwnedFd {
-  explicit OwnedFd(int f) : fd(f) {}
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  ~OwnedFd() {
-    if (fd >= 0) ::close(fd);
-  }
-  int fd;
-};
 
 struct Pair {
   std::unique_ptr<client::Client> sender, receiver;
@@ -73,9 +50,7 @@ Result<void> warmUp(Pair& p, size_t size) {
 // Sends one packet stamped with its sequence number and send time. False on
 // an error (in p.error).
 bool sendOne(Pair& p, Bytes& pkt) {
-  uint64_t seq = p.sent + 1, ts = nowNs();
-  std::memcpy(pkt.data(), &seq, 8);
-  std::memcpy(pkt.data() + 8, &ts, 8);
+  stampPacket(pkt, p.sent + 1);
   if (auto r = p.sender->sendPacket(p.receiverKey, pkt); !r) {
     p.error = "send: " + r.error();
     return false;
@@ -95,11 +70,7 @@ Take takeOne(Pair& p, std::chrono::milliseconds wait) {
     p.error = "recv: " + m.error();
     return Take::Failed;
   }
-  if (m->data.size() < 16) return Take::Packet;
-  uint64_t seq, ts;
-  std::memcpy(&seq, m->data.data(), 8);
-  std::memcpy(&ts, m->data.data() + 8, 8);
-  if (seq != 0) p.latenciesUs.push_back(uint32_t(std::min<uint64_t>((nowNs() - ts) / 1000, UINT32_MAX)));
+  noteArrival(p.latenciesUs, m->data.data(), m->data.size());
   return Take::Packet;
 }
 
@@ -128,74 +99,7 @@ bool drainReceiver(Pair& p) {
   }
 }
 
-// A paced load on one thread for a share of the pairs: it sleeps in epoll
-// until a receiver has bytes or the next send is due (a timerfd at that
-// instant), so the load generator adds one thread, not two per pair, to
-// the cores it shares with the server. Each sender keeps its own schedule
-// (-rate per second from a random phase, as independent clients would);
-// a send that is late goes out at once, as sendLoop's does. Receiving
-// goes on after sending stops until every packet sent has arrived or the
-// drain time is over.
-void pacedLoop(std::vector<Pair*> group, const DerpLoadOptions& o, Clock::time_point start,
-               Clock::time_point end, Clock::time_point drainEnd) {
-  auto fail = [&](const std::string& what) { group.front()->error = what + ": " + std::strerror(errno); };
-  OwnedFd ep(::epoll_create1(EPOLL_CLOEXEC));
-  OwnedFd timer(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-  if (ep.fd < 0 || timer.fd < 0) return fail("epoll/timerfd");
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = group.size();  // the timer
-  if (::epoll_ctl(ep.fd, EPOLL_CTL_ADD, timer.fd, &ev) != 0) return fail("epoll_ctl");
-  for (size_t i = 0; i < group.size(); ++i) {
-    ev.data.u64 = i;
-    if (::epoll_ctl(ep.fd, EPOLL_CTL_ADD, group[i]->receiver->fd(), &ev) != 0) return fail("epoll_ctl");
-  }
-  const auto interval = std::chrono::nanoseconds(1000000000LL / o.rate);
-  std::mt19937_64 rng{std::random_device{}()};
-  std::vector<Clock::time_point> next(group.size());
-  for (auto& n : next) n = start + std::chrono::nanoseconds(rng() % uint64_t(interval.count()));
-  // Room for every latency up front: growing the vector mid-run would be a
-  // pause in the thread that timestamps arrivals.
-  const double expected = double(o.rate) * std::chrono::duration<double>(end - start).count() + 1024;
-  for (Pair* p : group) p->latenciesUs.reserve(size_t(std::min(expected, 64e6)));
-  Bytes pkt(o.size, 0xa5);
-  for (;;) {
-    Clock::time_point now = Clock::now(), wake = drainEnd;
-    if (now >= drainEnd) return;
-    if (now < end) {
-      for (size_t i = 0; i < group.size(); ++i) {
-        Pair& p = *group[i];
-        while (next[i] <= now && now < end) {
-          if (!sendOne(p, pkt)) return;
-          next[i] += interval;
-          now = Clock::now();
-        }
-        if (next[i] < end) wake = std::min(wake, next[i]);
-      }
-    } else {
-      uint64_t sent = 0, got = 0;
-      for (Pair* p : group) sent += p->sent, got += p->latenciesUs.size();
-      if (got >= sent) return;
-    }
-    itimerspec its{};
-    const auto at = std::chrono::duration_cast<std::chrono::nanoseconds>(wake.time_since_epoch()).count();
-    its.it_value.tv_sec = time_t(at / 1000000000);
-    its.it_value.tv_nsec = long(at % 1000000000);
-    if (::timerfd_settime(timer.fd, TFD_TIMER_ABSTIME, &its, nullptr) != 0) return fail("timerfd_settime");
-    epoll_event evs[64];
-    int n = ::epoll_wait(ep.fd, evs, 64, -1);
-    if (n < 0 && errno != EINTR) return fail("epoll_wait");
-    for (int k = 0; k < n; ++k) {
-      const size_t i = size_t(evs[k].data.u64);
-      if (i == group.size()) {
-        uint64_t expirations;
-        (void)!::read(timer.fd, &expirations, sizeof expirations);
-      } else if (!drainReceiver(*group[i])) {
-        return;
-      }
-    }
-  }
-}
+int receiverFd(const Pair& p) { return p.receiver->fd(); }
 
 }  // namespace
 
@@ -223,12 +127,7 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
   const auto end = start + o.duration;
   std::vector<std::thread> threads;
   if (o.rate > 0) {
-    const size_t n = size_t(std::min(o.threads, o.pairs));
-    std::vector<std::vector<Pair*>> groups(n);
-    for (size_t i = 0; i < pairs.size(); ++i) groups[i % n].push_back(&pairs[i]);
-    for (auto& g : groups) {
-      threads.emplace_back([g, &o, start, end] { pacedLoop(g, o, start, end, end + kDrainTime); });
-    }
+    runPaced(pairs, o.threads, o.rate, o.size, start, end, end + kDrainTime);
   } else {
     for (Pair& p : pairs) {
       threads.emplace_back([&p, &o, end] { sendLoop(p, o, end); });
@@ -246,21 +145,12 @@ Result<DerpLoadResult> runDerpLoad(const DerpLoadOptions& o) {
     res.serverCpuSeconds = c - serverCpu0;
     res.serverRssBytes = residentBytes(o.serverPid);
   }
-  std::vector<uint32_t>& all = res.latenciesUs;
-  for (Pair& p : pairs) {
-    if (!p.error.empty()) return makeError(p.error);
-    res.sent += p.sent;
-    res.delivered += p.latenciesUs.size();
-    all.insert(all.end(), p.latenciesUs.begin(), p.latenciesUs.end());
-  }
-  if (!all.empty()) {
-    std::sort(all.begin(), all.end());
-    auto at = [&](double q) { return double(all[std::min(all.size() - 1, size_t(q * double(all.size())))]) / 1000; };
-    res.p50Ms = at(0.50);
-    res.p99Ms = at(0.99);
-    res.p999Ms = at(0.999);
-    res.maxMs = double(all.back()) / 1000;
-  }
+  PairTotals t;
+  if (std::string e = collect(pairs, t); !e.empty()) return makeError(e);
+  res.sent = t.sent, res.delivered = t.delivered;
+  const LatencySummary& l = t.latency;
+  res.p50Ms = l.p50Ms, res.p99Ms = l.p99Ms, res.p999Ms = l.p999Ms, res.maxMs = l.maxMs;
+  res.latenciesUs = std::move(t.latenciesUs);
   return res;
 }
 

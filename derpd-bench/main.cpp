@@ -1,7 +1,8 @@
 // derpd-bench: load generator for derpd (and derper): `stun`, batched
 // Tailscale binding requests against a STUN server; `derp`, pairs of clients
 // relaying through one server or across a mesh; `idle`, N connections held
-// with the server's memory read; `connect`, DERP handshakes per second.
+// with the server's memory read; `connect`, DERP handshakes per second;
+// `floor`, what a relay that does no work of its own costs the kernel.
 // Every run is bounded in time and count and, by default, may only target
 // loopback addresses.
 #include <arpa/inet.h>
@@ -18,6 +19,7 @@
 #include "common/net/listener.hpp"
 #include "conn_load.hpp"
 #include "derp_load.hpp"
+#include "floor_load.hpp"
 #include "stun_load.hpp"
 
 using namespace derpd;
@@ -114,6 +116,14 @@ Modes:
           dialers, until -conns handshakes or -duration. Prints handshakes
           per second and, with -server-pid, the server's CPU seconds.
 
+  floor   What relaying costs this machine's kernel before the relay does
+          any work: an in-process relay thread that only epoll_waits,
+          reads and writes (plain loopback TCP, no TLS, no DERP) forwards
+          -pairs senders' bytes to their receivers under the paced load of
+          `derp` (-size, -rate, -duration, -threads). Prints its CPU time
+          per relayed packet and MB relayed per CPU-second: the floor under
+          any relay's figures at that load on this machine.
+
 Flags (idle, connect):
   -url URL              http(s)://host:port/derp
   -ca-file FILE         CA (PEM) that verifies its TLS certificate
@@ -135,6 +145,8 @@ Flags (derp):
   -server-pid PID       the server process (derp-worker, or derper) to read
   -latency-file FILE    write the latency distribution: lines of
                         "<fraction of packets> <latency ms>" (a CDF)
+
+Flags (floor): -pairs, -size, -rate (required), -threads, -duration as for derp.
 
 Flags (stun):
   -target HOST:PORT     STUN server (default 127.0.0.1:3478); an IP address
@@ -245,6 +257,38 @@ int runDerp(const Options& o) {
     if (int rc = writeCdf(o.latencyFile, x.latenciesUs)) return rc;
   }
   return x.delivered > 0 ? 0 : 1;
+}
+
+int runFloor(const Options& o) {
+  bench::FloorLoadOptions f;
+  f.pairs = o.pairs;
+  f.size = size_t(std::max(o.size, 0));
+  f.rate = o.rate;
+  f.threads = o.threads;
+  f.duration = o.duration;
+  auto r = bench::runFloorLoad(f);
+  if (!r) {
+    std::fprintf(stderr, "derpd-bench: %s\n", r.error().c_str());
+    return 1;
+  }
+  const auto& x = *r;
+  const double mb = double(x.delivered) * double(o.size) / 1e6;
+  const double usPerPacket = x.delivered ? 1e6 * x.relayCpuSeconds / double(x.delivered) : 0;
+  const double mbPerCpu = x.relayCpuSeconds > 0 ? mb / x.relayCpuSeconds : 0;
+  std::printf("floor: plain TCP relay thread on 127.0.0.1, %d pair(s), %d-byte packets, %d pkt/s per sender, %.2f s\n",
+              o.pairs, o.size, o.rate, x.seconds);
+  std::printf("sent %llu, delivered %llu (%.0f pkt/s)\n", (unsigned long long)x.sent,
+              (unsigned long long)x.delivered, double(x.delivered) / x.seconds);
+  std::printf("latency p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms\n", x.p50Ms, x.p99Ms, x.p999Ms,
+              x.maxMs);
+  std::printf("relay thread cpu %.2f s: %.2f us per relayed packet, %.1f MB relayed per cpu-second\n",
+              x.relayCpuSeconds, usPerPacket, mbPerCpu);
+  std::printf("derpd-bench cpu %.2f s (relay thread included)\n", x.ownCpuSeconds);
+  std::printf("result pairs=%d size=%d rate=%d seconds=%.2f sent=%llu delivered=%llu p50_ms=%.3f p99_ms=%.3f "
+              "relay_cpu_s=%.3f us_per_packet=%.2f mb_per_relay_cpu_s=%.2f bench_cpu_s=%.2f\n",
+              o.pairs, o.size, o.rate, x.seconds, (unsigned long long)x.sent, (unsigned long long)x.delivered,
+              x.p50Ms, x.p99Ms, x.relayCpuSeconds, usPerPacket, mbPerCpu, x.ownCpuSeconds);
+  return x.delivered == x.sent && x.delivered > 0 ? 0 : 1;
 }
 
 bench::ConnLoadOptions connOptions(const Options& o) {
@@ -382,6 +426,7 @@ int main(int argc, char** argv) {
   if (mode == "derp") return runDerp(o);
   if (mode == "idle") return runIdle(o);
   if (mode == "connect") return runConnect(o);
+  if (mode == "floor") return runFloor(o);
   std::fprintf(stderr, "derpd-bench: unknown mode \"%s\" (run derpd-bench --help)\n", mode.c_str());
   return 2;
 }

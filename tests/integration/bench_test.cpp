@@ -1,6 +1,7 @@
 // derpd-bench against the real servers: STUN mode against stun-worker (it
 // runs for the given time, gets answers, reports the server's CPU time),
-// DERP pairs, idle and connect modes against derp-worker, and bench/run.sh
+// DERP pairs, idle and connect modes against derp-worker, the floor mode's
+// own plain relay, and bench/run.sh
 // in its quick form against derpd; all refuse a target outside loopback.
 // (Figures go to BENCHMARKS.md, never asserted: these check that the
 // figures are produced and consistent, not how large they are.)
@@ -170,7 +171,7 @@ TEST_F(BenchTest, RunScriptQuickWritesTheTable) {
   table << t.rdbuf();
   for (const char* row : {"| derpd | 1 pairs full speed | ", "| derpd | 4 pairs x 10k paced | ",
                           "| derpd | 4 pairs full speed, 1 thread | ", "| derpd | 200 idle TLS clients | ",
-                          "| derpd | handshakes | "}) {
+                          "| derpd | handshakes | ", "| floor | 4 pairs x 10k paced, plain TCP relay | "}) {
     EXPECT_NE(table.str().find(row), std::string::npos) << row << "\n" << table.str() << out;
   }
   std::ifstream tsv(dir + "/results.tsv");
@@ -179,12 +180,31 @@ TEST_F(BenchTest, RunScriptQuickWritesTheTable) {
     EXPECT_EQ(line.find("\tfailed"), std::string::npos) << line;
     EXPECT_EQ(line.find("delivered=0 "), std::string::npos) << line;
   }
-  EXPECT_EQ(rows, 7);  // pairs 1, 2, 4; paced; 200 idle; handshakes; 4 pairs on 1 thread
+  EXPECT_EQ(rows, 8);  // floor; pairs 1, 2, 4; paced; 200 idle; handshakes; 4 pairs on 1 thread
   std::ifstream pairs(dir + "/pairs.dat");
   std::string header, one;
   ASSERT_TRUE(std::getline(pairs, header) && std::getline(pairs, one));
   EXPECT_EQ(one.rfind("1 ", 0), 0u) << one;
   EXPECT_EQ(one.find(" - "), std::string::npos) << "no derpd figure for 1 pair: " << one;
+}
+
+// The floor: derpd-bench's own plain TCP relay thread under a paced load;
+// every packet arrives and the thread's CPU per packet is reported.
+TEST_F(BenchTest, FloorModeRelaysEveryPacketAndReportsItsCpu) {
+  std::string out;
+  int rc = runCommand(binDir() + "/derpd-bench floor -pairs 3 -size 200 -rate 400 -duration 500ms", &out);
+  EXPECT_EQ(rc, 0) << out;
+  auto kv = resultLine(out);
+  EXPECT_EQ(kv["pairs"], "3") << out;
+  EXPECT_GT(std::stoull(kv.count("delivered") ? kv["delivered"] : "0"), 400u) << out;
+  EXPECT_EQ(kv["delivered"], kv["sent"]) << out;
+  EXPECT_GT(std::stod(kv.count("relay_cpu_s") ? kv["relay_cpu_s"] : "0"), 0) << out;
+  EXPECT_GT(std::stod(kv.count("us_per_packet") ? kv["us_per_packet"] : "0"), 0) << out;
+  EXPECT_LE(std::stod(kv["p50_ms"]), std::stod(kv["p99_ms"])) << out;
+  out.clear();
+  rc = runCommand(binDir() + "/derpd-bench floor -pairs 1 -duration 100ms", &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("floor needs -rate"), std::string::npos) << out;
 }
 
 TEST_F(BenchTest, NoAnswerIsAFailure) {
