@@ -25,6 +25,7 @@
 
 #include "client_conn.hpp"
 #include "common/log/log.hpp"
+#include "common/util/version.hpp"
 #include "common/net/listener.hpp"
 
 namespace derpd::worker {
@@ -624,7 +625,7 @@ DebugInfo Server::debugInfo() const {
   DebugInfo info;
   auto up = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - startSteady_);
   info.uptimeSec = long((up.count() + 500) / 1000);  // Go: time.Since(start).Round(time.Second)
-  info.version = DERPD_VERSION "-" DERPD_GIT_REV;
+  info.version = std::string(DERPD_VERSION "-") + gitRev();
   info.machine = machine_;
   info.tlsHostname = cfg_.hostname;
   info.meshKey = hasMeshKey();

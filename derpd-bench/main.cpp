@@ -17,6 +17,7 @@
 #include "common/config/go_flags.hpp"
 #include "common/client/transport.hpp"
 #include "common/net/listener.hpp"
+#include "common/util/version.hpp"
 #include "conn_load.hpp"
 #include "derp_load.hpp"
 #include "floor_load.hpp"
@@ -408,7 +409,7 @@ int main(int argc, char** argv) {
     return args.empty() ? 2 : 0;
   }
   if (args[0] == "--version" || args[0] == "-version") {
-    std::printf("derpd-bench %s (%s)\n", DERPD_VERSION, DERPD_GIT_REV);
+    std::printf("derpd-bench %s (%s)\n", DERPD_VERSION, gitRev());
     return 0;
   }
   const std::string mode = args[0];

@@ -8,6 +8,7 @@
 #include "common/config/config.hpp"
 #include "common/log/log.hpp"
 #include "common/proc/sandbox.hpp"
+#include "common/util/version.hpp"
 #include "supervisor.hpp"
 
 using namespace derpd;
@@ -73,7 +74,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cfg->version) {
-    std::printf("derpd %s (%s)\n", DERPD_VERSION, DERPD_GIT_REV);
+    std::printf("derpd %s (%s)\n", DERPD_VERSION, gitRev());
     return 0;
   }
   if (auto v = config::validate(*cfg); !v) {

@@ -15,6 +15,7 @@
 
 #include "common/config/config.hpp"
 #include "common/util/result.hpp"
+#include "common/util/version.hpp"
 
 namespace derpd::config {
 
@@ -131,7 +132,7 @@ std::optional<int> earlyExit(const char* prog, const Result<Opts>& opts, const s
     return 0;
   }
   if (opts->version) {
-    std::printf("%s %s (%s)\n", prog, DERPD_VERSION, DERPD_GIT_REV);
+    std::printf("%s %s (%s)\n", prog, DERPD_VERSION, derpd::gitRev());
     return 0;
   }
   return std::nullopt;

@@ -76,6 +76,7 @@
 #include "common/ipc/envelope.hpp"
 #include "common/ipc/messages.hpp"
 #include "common/ipc/role.hpp"
+#include "common/util/version.hpp"
 #include "common/util/bytes.hpp"
 #include "common/util/result.hpp"
 
@@ -92,7 +93,7 @@ Result<void> ensureRuntimeDir(const std::string& dir);
 Result<std::string> ipcEndpoint(const std::string& dir, const std::string& name);
 
 struct ChannelOptions {
-  std::string buildId = DERPD_VERSION "+" DERPD_GIT_REV;
+  std::string buildId = std::string(DERPD_VERSION "+") + gitRev();
   int sendHwm = kDefaultHwm;
   int recvHwm = kDefaultHwm;
   // DEALER: the pid in the routing identity; 0 means getpid().

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/proc/sandbox.hpp"
+#include "common/util/version.hpp"
 #include "support/harness.hpp"
 #include "support/vectors.hpp"
 
@@ -108,7 +109,7 @@ TEST_F(DebugTest, IndexPage) {
       "<li><a href=\"/debug/check\">/debug/check</a> \\(Consistency check\\)</li>");
   std::smatch m;
   ASSERT_TRUE(std::regex_match(r->body, m, shape)) << r->body;
-  EXPECT_EQ(m[3].str(), std::string(DERPD_VERSION "-" DERPD_GIT_REV));
+  EXPECT_EQ(m[3].str(), std::string(DERPD_VERSION "-") + gitRev());
   EXPECT_EQ(m[4].str(), host);
   // The linked pages answer; derper's Go-runtime pages do not exist here.
   for (const char* page : {"/debug/vars", "/debug/varz", "/debug/check"}) {
