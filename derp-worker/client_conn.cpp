@@ -185,6 +185,18 @@ bool Conn::moveToOwnRecords() {
   return true;
 }
 
+ssize_t Conn::readSocket(uint8_t* buf) {
+  for (;;) {
+    const ssize_t n = ::read(fd_, buf, Loop::kReadBufSize);
+    if (n > 0) return n;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    const CloseReason why = n == 0 ? CloseReason::Eof : CloseReason::ReadError;
+    close(state_ == State::Lingering ? CloseReason::Http : why);
+    return -1;
+  }
+}
+
 // Whole records are opened in place in the read buffer as they come; the
 // start of an incomplete one waits in recIn_ (at most one record: 16 KiB +
 // 261 bytes) and is completed from the front of the next read.
@@ -192,18 +204,9 @@ bool Conn::readRecords() {
   uint8_t* buf = loop_.readBuf();
   constexpr int kReadsPerWakeup = 16;
   for (int i = 0; i < kReadsPerWakeup; ++i) {
-    ssize_t n = ::read(fd_, buf, Loop::kReadBufSize);
-    if (n == 0) {
-      // EOF without close_notify: as OpenSSL's SSL_OP_IGNORE_UNEXPECTED_EOF.
-      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::Eof);
-      return false;
-    }
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-      if (errno == EINTR) continue;
-      close(state_ == State::Lingering ? CloseReason::Http : CloseReason::ReadError);
-      return false;
-    }
+    // EOF without close_notify closes as OpenSSL's SSL_OP_IGNORE_UNEXPECTED_EOF.
+    const ssize_t n = readSocket(buf);
+    if (n <= 0) return n == 0;
     uint8_t* rest = buf;
     size_t left = size_t(n);
     if (!recIn_.empty()) {
@@ -314,17 +317,8 @@ bool Conn::readSome() {
       }
       n = r;
     } else {
-      n = ::read(fd_, buf, Loop::kReadBufSize);
-      if (n == 0) {
-        close(state_ == State::Lingering ? CloseReason::Http : CloseReason::Eof);
-        return false;
-      }
-      if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-        if (errno == EINTR) continue;
-        close(state_ == State::Lingering ? CloseReason::Http : CloseReason::ReadError);
-        return false;
-      }
+      n = readSocket(buf);
+      if (n <= 0) return n == 0;
     }
     onBytes(ByteView(buf, size_t(n)));
     if (state_ == State::Closed) return false;
@@ -994,6 +988,13 @@ void Conn::pullQueues() {
     }
   }
   if (disco.empty() && data.empty()) return;
+  // One allocation for the whole batch rather than a doubling chain (and
+  // its copies) as 32 packets are appended.
+  size_t need = 0;
+  for (const auto* q : {&disco, &data}) {
+    for (const QueuedPacket& p : *q) need += derp::kFrameHeaderLen + kKeyLen + p.data.size();
+  }
+  o.reserve(o.size() + need);
   TimePoint now = Clock::now();
   double ema = st.avgQueueMs.load(std::memory_order_relaxed);
   auto emit = [&](std::vector<QueuedPacket>& q) {

@@ -132,6 +132,9 @@ class Conn final : public IoHandler {
   bool tlsHandshake();
   // Reads available bytes and dispatches them; false when the conn closed.
   bool readSome();
+  // One read(2) of the socket into buf: the count, 0 when it has nothing
+  // now, -1 when the connection ended (EOF or an error; closed here).
+  ssize_t readSocket(uint8_t* buf);
   void onBytes(ByteView in);
   void onHttpBytes(ByteView in);
   void processHttpBuffer();
