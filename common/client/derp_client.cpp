@@ -92,6 +92,8 @@ struct Client::Impl {
   // DERP frame parsing and decoded-but-unreturned frames.
   derp::FrameReader reader;
   std::deque<RawFrame> queue;
+  Bytes sendBuf;  // send()'s frame, kept between calls (its capacity)
+  static constexpr size_t kKeptSendBuf = 128 * 1024;  // a larger one is freed after its send
   std::string rejectReason;  // set by the classifier on a refused frame
 
   bool eof = false;            // the server ended the stream (EOF or WebSocket Close)
@@ -472,10 +474,11 @@ struct Client::Impl {
   Result<void> send(Enc&& enc) {
     return noThrow(
         [&]() -> Result<void> {
-          Bytes out;
-          enc(out);
-          auto r = writeDerp(out, writeDeadline());
-          ERR_clear_error();
+          sendBuf.clear();
+          enc(sendBuf);
+          auto r = writeDerp(sendBuf, writeDeadline());
+          clearSslErrors();
+          if (sendBuf.capacity() > kKeptSendBuf) Bytes().swap(sendBuf);
           return r;
         },
         "send");
@@ -492,8 +495,10 @@ struct Client::Impl {
           LOG_DEBUG("derp client: dropping short RecvPacket ({} bytes)", p.size());
           return std::optional<Message>();
         }
-        RecvPacket m{NodePublic::fromRaw(p.subspan(0, crypto::kKeyLen)),
-                     Bytes(p.begin() + crypto::kKeyLen, p.end())};
+        // The frame's own buffer becomes the packet's: the key moves out
+        // of its front rather than the packet being copied into another.
+        RecvPacket m{NodePublic::fromRaw(p.subspan(0, crypto::kKeyLen)), std::move(f.payload)};
+        m.data.erase(m.data.begin(), m.data.begin() + crypto::kKeyLen);
         return std::optional<Message>(std::move(m));
       }
       case derp::FrameType::PeerGone: {
@@ -620,7 +625,7 @@ Result<Message> Client::recv(std::chrono::milliseconds timeout) {
   return noThrow(
       [&]() -> Result<Message> {
         auto r = impl_->recv(timeout);
-        ERR_clear_error();
+        clearSslErrors();
         return r;
       },
       "recv");

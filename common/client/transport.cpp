@@ -391,7 +391,7 @@ Result<size_t> Transport::readSome(uint8_t* buf, size_t n, Deadline deadline) {
   if (n == 0) return size_t(0);
   if (ssl_) {
     for (;;) {
-      ERR_clear_error();
+      clearSslErrors();
       size_t got = 0;
       int r = SSL_read_ex(ssl_, buf, n, &got);
       if (r == 1) return got;
@@ -435,7 +435,7 @@ Result<void> Transport::writeAll(ByteView data, Deadline deadline) {
   size_t off = 0;
   while (off < data.size()) {
     if (ssl_) {
-      ERR_clear_error();
+      clearSslErrors();
       size_t wrote = 0;
       int r = SSL_write_ex(ssl_, data.data() + off, data.size() - off, &wrote);
       if (r == 1) {

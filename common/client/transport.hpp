@@ -4,6 +4,7 @@
 // client (tests, derpd-probe, derpd-bench); no privileges needed.
 #pragma once
 
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include <chrono>
@@ -95,5 +96,13 @@ class Transport {
 
 // Drains OpenSSL's thread-local error queue into one string ("" if empty).
 std::string drainSslErrors();
+
+// Empties OpenSSL's thread-local error queue if anything is in it, as
+// SSL_get_error() needs before each I/O call. On the per-packet paths:
+// ERR_clear_error() itself walks every slot of the queue, even when it is
+// empty, where peeking is one look.
+inline void clearSslErrors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
 
 }  // namespace derpd::client
