@@ -16,7 +16,6 @@ namespace {
 
 using Clock = PacedClock;
 constexpr auto kWarmupBudget = std::chrono::seconds(15);   // until the receiver is reachable
-constexpr auto kDrainTime = std::chrono::milliseconds(1000);  // stragglers after sending stops
 
 struct Pair {
   std::unique_ptr<client::Client> sender, receiver;

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "common/net/listener.hpp"
 #include "paced.hpp"
 #include "proc_stats.hpp"
 
@@ -22,7 +23,6 @@ namespace derpd::bench {
 
 namespace {
 
-constexpr auto kDrainTime = std::chrono::milliseconds(1000);
 constexpr size_t kRelayChunk = 64 * 1024;
 
 struct RawPair {
@@ -170,18 +170,15 @@ Result<FloorLoadResult> runFloorLoad(const FloorLoadOptions& o) {
   if (o.size < 16 || o.size > 65536) return makeError("-size must be 16..65536");
   if (o.rate < 1 || o.rate > 1000000) return makeError("floor needs -rate, 1..1000000");
   if (o.threads < 1 || o.threads > 64) return makeError("-threads must be 1..64");
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listener < 0) return makeError(errnoText("socket"));
+  auto bound = net::listenTcp("127.0.0.1", 0);
+  if (!bound) return makeError(bound.error());
+  const int listener = *bound;
+  // Blocking: each accept waits for the connect just made.
+  ::fcntl(listener, F_SETFL, ::fcntl(listener, F_GETFL) & ~O_NONBLOCK);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 16) != 0 ||
-      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    std::string e = errnoText("listen on 127.0.0.1:0");
-    ::close(listener);
-    return makeError(e);
-  }
+  addr.sin_port = htons(uint16_t(net::localPort(listener)));
   std::vector<RawPair> pairs(size_t(o.pairs));
   std::string setupError;
   for (RawPair& p : pairs) {

@@ -33,6 +33,10 @@ namespace derpd::bench {
 
 using PacedClock = std::chrono::steady_clock;
 
+// How long receivers wait for stragglers after sending stops (every mode
+// with pairs, paced or at full speed).
+inline constexpr auto kDrainTime = std::chrono::milliseconds(1000);
+
 inline uint64_t nowNs() {
   return uint64_t(
       std::chrono::duration_cast<std::chrono::nanoseconds>(PacedClock::now().time_since_epoch()).count());
