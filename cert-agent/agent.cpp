@@ -15,6 +15,7 @@
 #include "common/ipc/child.hpp"
 #include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
+#include "common/util/text.hpp"
 
 namespace derpd::certagent {
 
@@ -25,6 +26,7 @@ constexpr std::array kHandlers = {
     ipc::handlerFor<&Agent::onShutdown>(),
     ipc::handlerFor<&Agent::onLogReopen>(),
     ipc::handlerFor<&Agent::onAcmeChallengeReady>(),
+    ipc::handlerFor<&Agent::onManualCertFiles>(),
 };
 static_assert(ipc::uniqueTypes(kHandlers));
 
@@ -36,14 +38,7 @@ constexpr auto kChallengeAnswerTimeout = std::chrono::seconds(30);
 
 int64_t nowUnix() { return int64_t(std::time(nullptr)); }
 
-std::string utc(int64_t t) {
-  std::time_t tt = std::time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string utc(int64_t t) { return formatUtcSeconds(t); }
 
 }  // namespace
 
@@ -145,15 +140,14 @@ void Agent::deliver(const tls::CertBundle& b, const std::string& source) {
 
 // ---- manual ----
 
-Result<tls::CertBundle> Agent::loadManual(bool* generated) {
+// The files' bytes come from derpd, which read them with its privileges
+// (ManualCertFiles); everything about their contents is decided here.
+Result<tls::CertBundle> Agent::loadManual(const ipc::ManualCertFiles& files, bool* generated) {
   *generated = false;
   const std::string crtName = stem() + ".crt";
   const std::string keyName = stem() + ".key";
-  bool crtMissing = false, keyMissing = false;
-  auto crt = dir_.read(crtName, kMaxFile, &crtMissing);
-  auto key = dir_.read(keyName, kMaxFile, &keyMissing);
-  const std::string what = dir_.pathOf(crtName) + " and " + dir_.pathOf(keyName);
-  if (crtMissing && keyMissing && tls::isIpLiteral(opts_.hostname)) {
+  const std::string what = files.crt.path + " and " + files.key.path;
+  if (files.crt.missing && files.key.missing && tls::isIpLiteral(opts_.hostname)) {
     // derper (HEAD): an IP hostname without files gets a self-signed cert.
     auto b = tls::makeSelfSigned(opts_.hostname, nowUnix());
     if (!b) return makeError("self-signed certificate for " + opts_.hostname + ": " + b.error());
@@ -162,16 +156,43 @@ Result<tls::CertBundle> Agent::loadManual(bool* generated) {
     *generated = true;
     return b;
   }
-  if (!crt) return makeError("cannot load the certificate: " + crt.error());
-  if (!key) return makeError("cannot load the private key: " + key.error());
-  auto b = tls::validateBundle(*crt, *key, opts_.hostname, nowUnix(), what);
-  std::fill(key->begin(), key->end(), '\0');
-  return b;
+  auto unreadable = [](const ipc::ManualCertFile& f) {
+    return f.missing ? f.path + ": no such file" : f.path + ": " + f.error;
+  };
+  if (files.crt.missing || !files.crt.error.empty())
+    return makeError("cannot load the certificate: " + unreadable(files.crt));
+  if (files.key.missing || !files.key.error.empty())
+    return makeError("cannot load the private key: " + unreadable(files.key));
+  return tls::validateBundle(files.crt.bytes, files.key.bytes, opts_.hostname, nowUnix(), what);
 }
 
-void Agent::reloadManual(const char* why) {
+void Agent::applyManual(const ipc::ManualCertFiles& files) {
   bool generated = false;
-  auto b = loadManual(&generated);
+  auto b = loadManual(files, &generated);
+  const std::string& why = files.reason;
+  if (!manualLoaded_) {
+    // The first load: derpd checked these files before it started
+    // anything, so this is a race with an edit. Without a certificate
+    // there is nothing to serve: exit, and derpd restarts cert-agent.
+    if (!b) {
+      LOG_ERR("{}: {}", why, b.error());
+      exitCode_ = 1;
+      stop_ = true;
+      return;
+    }
+    manualLoaded_ = true;
+    ++reloadsOk_;
+    if (generated) LOG_INFO("wrote a self-signed certificate for {} to {}", opts_.hostname, dir_.pathOf(stem() + ".crt"));
+    if (tls::isIpLiteral(opts_.hostname)) {
+      // derper's hint, with the same DERPNode JSON.
+      LOG_INFO("Using self-signed certificate for IP address \"{}\". Configure it in DERPMap using: "
+               "(https://tailscale.com/s/custom-derp) {{\"Name\":\"custom\",\"RegionID\":900,\"HostName\":\"{}\","
+               "\"CertName\":\"{}\"}}",
+               opts_.hostname, opts_.hostname, tls::certNameSha256Raw(*b));
+    }
+    deliver(*b, generated ? "self-signed" : "manual " + files.crt.path);
+    return;
+  }
   std::optional<tls::CertInfo> current;
   {
     std::lock_guard lock(mu_);
@@ -189,7 +210,13 @@ void Agent::reloadManual(const char* why) {
     return;
   }
   ++reloadsOk_;
-  deliver(*b, generated ? "self-signed" : "manual " + dir_.pathOf(stem() + ".crt"));
+  deliver(*b, generated ? "self-signed" : "manual " + files.crt.path);
+}
+
+Result<void> Agent::onManualCertFiles(ipc::Role, const ipc::ManualCertFiles& msg) {
+  if (opts_.certMode != "manual") return makeError("ManualCertFiles in certmode " + opts_.certMode);
+  applyManual(msg);
+  return okResult();
 }
 
 // ---- letsencrypt ----
@@ -277,19 +304,8 @@ void Agent::acmeThread() {
 
 Result<void> Agent::start() {
   if (opts_.certMode == "manual") {
-    bool generated = false;
-    auto b = loadManual(&generated);
-    if (!b) return std::move(b).takeError();
-    if (generated) LOG_INFO("wrote a self-signed certificate for {} to {}", opts_.hostname, dir_.pathOf(stem() + ".crt"));
-    if (tls::isIpLiteral(opts_.hostname)) {
-      // derper's hint, with the same DERPNode JSON.
-      LOG_INFO("Using self-signed certificate for IP address \"{}\". Configure it in DERPMap using: "
-               "(https://tailscale.com/s/custom-derp) {{\"Name\":\"custom\",\"RegionID\":900,\"HostName\":\"{}\","
-               "\"CertName\":\"{}\"}}",
-               opts_.hostname, opts_.hostname, tls::certNameSha256Raw(*b));
-    }
-    deliver(*b, generated ? "self-signed" : "manual " + dir_.pathOf(stem() + ".crt"));
-    ++reloadsOk_;
+    // The files come from derpd once this process says Ready
+    // (ManualCertFiles); the watch asks for them again when they change.
     if (dir_.watchFd() < 0) {
       if (auto w = dir_.watch(); !w) return makeError(w.error());
     }
@@ -353,7 +369,9 @@ int Agent::run(int sigFd) {
     }
     if (settleUntil != Clock::time_point{} && now >= settleUntil) {
       settleUntil = {};
-      reloadManual("certificate files changed");
+      // derpd reads them (it can open root-only files) and sends them back.
+      sendToSupervisor(ipc::ManualCertFilesRequest{"certificate files changed"});
+      pollControl();  // a send may consume the fd's wake-up
     }
     if (const char* sig = ipc::readStopSignal(sigFd)) {
       LOG_INFO("signal {}: stopping", sig);
@@ -384,7 +402,7 @@ int Agent::run(int sigFd) {
   if (acme_.joinable()) acme_.join();
   drainPosted();
   LOG_INFO("stopped");
-  return 0;
+  return exitCode_;
 }
 
 Result<void> Agent::onReload(ipc::Role, const ipc::Reload& msg) {
@@ -392,7 +410,8 @@ Result<void> Agent::onReload(ipc::Role, const ipc::Reload& msg) {
     return makeError("Reload with unknown log level '" + msg.logLevel + "'");
   }
   if (opts_.certMode == "manual") {
-    reloadManual("reload");
+    // derpd sends the files it re-read (ManualCertFiles) with the reload.
+    LOG_DEBUG("reload: log level {}", msg.logLevel.empty() ? "unchanged" : msg.logLevel);
   } else {
     LOG_INFO("reload: log level {}; ACME renews on its own schedule",
              msg.logLevel.empty() ? "unchanged" : msg.logLevel);

@@ -1,6 +1,9 @@
 // cert-agent's work: the certificate in service and where it comes from.
-//   manual:      <certdir>/<stem>.crt + .key, validated (name, key, dates) and
-//                reloaded on Reload and on inotify events; a broken
+//   manual:      <certdir>/<stem>.crt + .key, read by derpd (root; the files
+//                may be root-only) and sent here (ManualCertFiles) when
+//                cert-agent is Ready, on SIGHUP and when this process's
+//                inotify watch asks (ManualCertFilesRequest); validated
+//                here (name, key, dates); a broken
 //                replacement is refused with an error line and the old one
 //                stays. An IP hostname without files gets a self-signed
 //                certificate (derper HEAD), whose CertName is logged.
@@ -43,7 +46,8 @@ class Agent {
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
-  // manual: the first load (an error is fatal: derpd reports it and gives up
+  // manual: the inotify watch; the first load comes as ManualCertFiles (an
+  // error there is fatal: derpd reports it and gives up
   // after repeated failures). letsencrypt: serves the cached certificate if
   // any and starts the ACME thread.
   Result<void> start();
@@ -55,6 +59,7 @@ class Agent {
   Result<void> onShutdown(ipc::Role from, const ipc::Shutdown& msg);
   Result<void> onLogReopen(ipc::Role from, const ipc::LogReopen& msg);
   Result<void> onAcmeChallengeReady(ipc::Role from, const ipc::AcmeChallengeReady& msg);
+  Result<void> onManualCertFiles(ipc::Role from, const ipc::ManualCertFiles& msg);
 
   static constexpr std::chrono::milliseconds kReportInterval{2000};
   static constexpr std::chrono::milliseconds kSettle{250};  // quiet time after a certdir event
@@ -62,9 +67,12 @@ class Agent {
  private:
   class Responder;
   std::string stem() const;
-  // Loads the manual files (or makes the self-signed certificate).
-  Result<tls::CertBundle> loadManual(bool* generated);
-  void reloadManual(const char* why);
+  // Validates the manual files derpd read (or makes the self-signed
+  // certificate when both are missing and the hostname is an IP).
+  Result<tls::CertBundle> loadManual(const ipc::ManualCertFiles& files, bool* generated);
+  // The first load puts the certificate in service or ends the process; a
+  // later one replaces it, or is refused and the old one stays.
+  void applyManual(const ipc::ManualCertFiles& files);
   // Puts `b` in service: CertUpdate to derpd (from any thread).
   void deliver(const tls::CertBundle& b, const std::string& source);
   void acmeThread();
@@ -82,6 +90,8 @@ class Agent {
   ipc::Channel& ch_;
   PostQueue posted_;  // from the ACME thread
   bool stop_ = false;
+  int exitCode_ = 0;
+  bool manualLoaded_ = false;  // a manual certificate has been put in service
 
   std::mutex mu_;  // guards everything below
   std::optional<tls::CertInfo> inService_;

@@ -1,11 +1,13 @@
 #include "control.hpp"
 
+#include <algorithm>
 #include <array>
 
 #include "common/ipc/child.hpp"
 #include "admission.hpp"
 #include "common/ipc/dispatch.hpp"
 #include "common/log/log.hpp"
+#include "common/util/text.hpp"
 
 namespace derpd::worker {
 
@@ -29,7 +31,9 @@ Result<void> Control::poll() {
 }
 
 void Control::requestSnapshot() {
-  ipc::SendResult r = ch_.send(ipc::Role::Supervisor, ipc::MetricsSnapshotRequest{}, nextRequestId_++);
+  ipc::MetricsSnapshotRequest req;
+  req.clients = uint64_t(std::max<int64_t>(0, int64_t(server_.gauges().currentConnections.load())));
+  ipc::SendResult r = ch_.send(ipc::Role::Supervisor, req, nextRequestId_++);
   // A full queue means derpd is busy: the next request supersedes this one.
   if (!r.ok()) LOG_DEBUG("metrics snapshot request: {}", r.error);
 }
@@ -78,7 +82,7 @@ Result<void> Control::onCertUpdate(ipc::Role, const ipc::CertUpdate& msg) {
     return okResult();
   }
   LOG_INFO("TLS certificate in service for new handshakes: serial {} ({}), valid until {}", msg.serial,
-           msg.source, msg.notAfter);
+           msg.source, formatUtcSeconds(msg.notAfter));
   return okResult();
 }
 

@@ -57,14 +57,48 @@ Result<crypto::NodePrivate> readKeyFromFd(int fd) {
 // The control loop of a derp-worker run by derpd: signals (signalfd), the
 // control socket and the metrics snapshot tick, on the main thread. Returns
 // the drain deadline to stop with, or an error (a peer fault: exit 1).
+// Connects and disconnects at info level as one summary line per
+// kInterval in which something changed (derper logs each; per-connection
+// lines are at debug here).
+class ClientSummary {
+ public:
+  static constexpr std::chrono::seconds kInterval{10};
+  explicit ClientSummary(const Server& s)
+      : server_(s), accepts_(s.totalAccepts()), current_(current()), since_(std::chrono::steady_clock::now()) {}
+
+  void tick(std::chrono::steady_clock::time_point now) {
+    if (now - since_ < kInterval) return;
+    const uint64_t accepts = server_.totalAccepts();
+    const int64_t cur = current();
+    const uint64_t joined = accepts - accepts_;
+    if (joined != 0 || cur != current_) {
+      const int64_t left = std::max<int64_t>(0, current_ + int64_t(joined) - cur);
+      LOG_INFO("clients: {} connected; in the last {} s {} connected and {} disconnected", cur,
+               std::chrono::duration_cast<std::chrono::seconds>(now - since_).count(), joined, left);
+    }
+    accepts_ = accepts;
+    current_ = cur;
+    since_ = now;
+  }
+
+ private:
+  int64_t current() const { return std::max<int64_t>(0, server_.gauges().currentConnections.load()); }
+  const Server& server_;
+  uint64_t accepts_;
+  int64_t current_;
+  std::chrono::steady_clock::time_point since_;
+};
+
 Result<std::chrono::milliseconds> controlLoop(ipc::Channel& ch, Server& server, int sigFd,
                                               std::chrono::milliseconds drainTimeout) {
   Control control(ch, server);
   auto nextSnapshot = std::chrono::steady_clock::now();
+  ClientSummary summary(server);
   for (;;) {
     auto now = std::chrono::steady_clock::now();
     if (now >= nextSnapshot) {
       control.requestSnapshot();
+      summary.tick(now);
       nextSnapshot = now + Control::kSnapshotInterval;
     }
     control.sendAdmissionQuestions();
@@ -243,7 +277,8 @@ int main(int argc, char** argv) {
     auto asker = AdmissionAsker::create(opts->verifyFailOpen);
     if (!asker) return fail(asker.error());
     cfg.verifier = *asker;
-    LOG_INFO("clients are verified by derpd's mesh-helper (fail-open {})", opts->verifyFailOpen ? "on" : "off");
+    LOG_INFO("clients are verified by derpd's mesh-helper; a client it cannot answer for is {}",
+             opts->verifyFailOpen ? "admitted (-verify-client-url-fail-open, -verify-client-url only)" : "refused");
   }
 
   auto hp = net::splitHostPort(opts->addr);

@@ -483,6 +483,12 @@ std::string Server::bootstrapDnsBody(std::string_view q, const std::string& peer
   return cfg_.bootstrapDns->handle(q, ClientIp::parse(peerIp)).body;
 }
 
+uint64_t Server::totalAccepts() const {
+  uint64_t s = 0;
+  for (const auto& l : loops_) s += l->stats().accepts.get();
+  return s;
+}
+
 void Server::collectMetrics(MetricSink& w) const {
   auto sum = [&](auto field) {
     uint64_t s = 0;

@@ -132,6 +132,9 @@ class Server {
 
   Registry& registry() { return registry_; }
   ServerGauges& gauges() { return gauges_; }
+  const ServerGauges& gauges() const { return gauges_; }
+  // derp_accepts summed over the loops (any thread).
+  uint64_t totalAccepts() const;
   uint64_t nextConnNum() { return connNum_.fetch_add(1) + 1; }
   // Average of the loops' queue-duration EMAs (ms).
   double averageQueueMs() const;

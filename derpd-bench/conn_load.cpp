@@ -1,5 +1,7 @@
 #include "conn_load.hpp"
 
+#include <poll.h>
+
 #include <sys/resource.h>
 
 #include <atomic>
@@ -70,13 +72,20 @@ Result<IdleResult> runIdle(const ConnLoadOptions& o) {
     }
     held.push_back(std::move(c).value());
   }
-  r.held = int(held.size());
+  r.connected = int(held.size());
   r.connectSeconds = std::chrono::duration<double>(Clock::now() - t0).count();
   // Hold them (the server sends keepalives every ~60 s; nothing to read).
   const auto until = Clock::now() + o.duration;
   r.rssHeld = settledRss(o.serverPid, std::chrono::milliseconds(500));
   while (Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   if (o.serverPid > 0) r.rssHeld = std::max(r.rssHeld, residentBytes(o.serverPid));
+  // Held means still open now: a server that closed (or shut down) during
+  // the hold has sent FIN or RST, which poll reports without a read.
+  for (auto& c : held) {
+    pollfd p{c->fd(), POLLRDHUP, 0};
+    const bool gone = c->closed() || (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)));
+    if (!gone) ++r.held;
+  }
   for (auto& c : held) c->close();
   held.clear();
   r.rssAfter = settledRss(o.serverPid, std::chrono::milliseconds(3000));

@@ -25,7 +25,8 @@ struct ConnLoadOptions {
 };
 
 struct IdleResult {
-  int held = 0;
+  int connected = 0;             // connections opened
+  int held = 0;                  // of those, still open at the end of the hold
   double connectSeconds = 0;     // to open them all
   int64_t rssBefore = -1, rssHeld = -1, rssAfter = -1;  // server VmRSS, bytes
   double ownCpuSeconds = 0;

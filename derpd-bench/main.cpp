@@ -315,22 +315,26 @@ int runIdle(const Options& o) {
     return 1;
   }
   const auto& x = *r;
-  std::printf("idle %s: %d of %d connections held for %.1f s (connected in %.2f s, %.0f/s)\n", o.url.c_str(),
-              x.held, o.conns, std::chrono::duration<double>(o.duration).count(), x.connectSeconds,
-              x.connectSeconds > 0 ? x.held / x.connectSeconds : 0.0);
+  std::printf("idle %s: %d of %d connections held for %.1f s, %d still open at the end (connected in %.2f s, "
+              "%.0f/s)\n",
+              o.url.c_str(), x.connected, o.conns, std::chrono::duration<double>(o.duration).count(), x.held,
+              x.connectSeconds, x.connectSeconds > 0 ? x.connected / x.connectSeconds : 0.0);
   if (!x.firstError.empty()) std::printf("stopped early: %s\n", x.firstError.c_str());
   if (x.rssBefore >= 0 && x.rssHeld >= 0 && x.rssAfter >= 0) {
     std::printf("server rss: before %.1f MB, held %.1f MB (%.0f bytes per connection), after %.1f MB\n",
                 double(x.rssBefore) / 1e6, double(x.rssHeld) / 1e6,
-                x.held ? double(x.rssHeld - x.rssBefore) / x.held : 0.0, double(x.rssAfter) / 1e6);
+                x.connected ? double(x.rssHeld - x.rssBefore) / x.connected : 0.0, double(x.rssAfter) / 1e6);
   }
   std::printf("derpd-bench cpu %.2f s\n", x.ownCpuSeconds);
-  std::printf("result conns=%d held=%d connect_s=%.2f rss_before_kb=%lld rss_held_kb=%lld rss_after_kb=%lld "
-              "rss_per_conn_bytes=%.0f bench_cpu_s=%.2f\n",
-              o.conns, x.held, x.connectSeconds, (long long)(x.rssBefore / 1024), (long long)(x.rssHeld / 1024),
+  std::printf("result conns=%d connected=%d held=%d connect_s=%.2f rss_before_kb=%lld rss_held_kb=%lld "
+              "rss_after_kb=%lld rss_per_conn_bytes=%.0f bench_cpu_s=%.2f\n",
+              o.conns, x.connected, x.held, x.connectSeconds, (long long)(x.rssBefore / 1024), (long long)(x.rssHeld / 1024),
               (long long)(x.rssAfter / 1024),
-              x.held && x.rssHeld >= 0 && x.rssBefore >= 0 ? double(x.rssHeld - x.rssBefore) / x.held : -1.0,
+              x.connected && x.rssHeld >= 0 && x.rssBefore >= 0 ? double(x.rssHeld - x.rssBefore) / x.connected
+                                                                : -1.0,
               x.ownCpuSeconds);
+  if (x.held < x.connected)
+    std::printf("lost during the hold: %d connection(s) closed by the server\n", x.connected - x.held);
   return x.held == o.conns ? 0 : 1;
 }
 

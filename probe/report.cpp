@@ -17,6 +17,14 @@ void sortByName(std::vector<ProbeInfo>& v) {
 
 std::string dur(std::chrono::nanoseconds d) { return config::formatGoDuration(d); }
 
+// A latency for people: whole microseconds under 1 ms ("412µs", never "0s"),
+// else tenths of a millisecond ("1.3ms").
+std::string latencyText(std::chrono::nanoseconds d) {
+  using namespace std::chrono;
+  if (d < milliseconds(1)) return dur(duration_cast<microseconds>(d + nanoseconds(500)));
+  return dur(duration_cast<microseconds>(d + microseconds(50)) / 100 * 100);
+}
+
 // RFC 3339 with nanoseconds in UTC, as Go's time.Time marshals ("0001-01-01T00:00:00Z" for never).
 std::string rfc3339(SysClock::time_point t) {
   if (t.time_since_epoch().count() == 0) return "0001-01-01T00:00:00Z";
@@ -55,7 +63,7 @@ std::string onceTable(std::vector<ProbeInfo> infos) {
   size_t w0 = 5, w1 = 6, w2 = 7;
   size_t failed = 0;
   for (const ProbeInfo& i : infos) {
-    Row r{i.name, "good", dur(i.latency), ""};
+    Row r{i.name, "good", latencyText(i.latency), ""};
     if (i.status != ProbeStatus::Succeeded) {
       failed++;
       r.result = i.status == ProbeStatus::Failed ? "bad" : "not run";
@@ -136,11 +144,8 @@ std::string statusPage(std::vector<ProbeInfo> infos, SysClock::time_point now) {
       success += " (" + std::to_string(int(i.recentSuccessRatio() * 100)) + "% of the last " +
                  std::to_string(i.recentResults.size()) + ")";
     }
-    std::string latency = ok ? dur(std::chrono::duration_cast<std::chrono::milliseconds>(i.latency)) : "";
-    if (!i.recentLatencies.empty()) {
-      latency += " (median " + dur(std::chrono::duration_cast<std::chrono::milliseconds>(i.recentMedianLatency())) +
-                 ")";
-    }
+    std::string latency = ok ? latencyText(i.latency) : "";
+    if (!i.recentLatencies.empty()) latency += " (median " + latencyText(i.recentMedianLatency()) + ")";
     h += "<tr class=\"" + std::string(ok ? "good" : "bad") + "\"><td>" + htmlEscape(i.name);
     if (i.interval.count() >= 0) {
       h += " <a href=\"/debug/probe-run?name=" + htmlEscape(urlQueryEscape(i.name)) + "\">Run Probe</a>";

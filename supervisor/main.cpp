@@ -1,6 +1,7 @@
 // derpd: the supervisor process (see supervisor.hpp). Reads derper's flags
 // and /etc/derpd/derpd.conf, opens the privileged resources, runs the roles.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -64,10 +65,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "derpd: %s\n(run derpd --help for usage)\n", hooks.error().c_str());
     return 2;
   }
+  // The command line alone first: its errors exit 2, as Go's flag package
+  // does for derper. Everything after that is a configuration error (78,
+  // EX_CONFIG), which derpd.service does not restart on.
+  if (auto f = config::checkFlags(args); !f) {
+    std::fprintf(stderr, "derpd: %s\n(run derpd --help for usage)\n", f.error().c_str());
+    return 2;
+  }
   auto cfg = config::loadConfig(args);
   if (!cfg) {
-    std::fprintf(stderr, "derpd: %s\n(run derpd --help for usage)\n", cfg.error().c_str());
-    return 2;
+    std::fprintf(stderr, "derpd: %s\n", cfg.error().c_str());
+    return supervisor::kExitConfig;
   }
   if (cfg->help) {
     std::fputs(config::usage().c_str(), stdout);
@@ -79,15 +87,21 @@ int main(int argc, char** argv) {
   }
   if (auto v = config::validate(*cfg); !v) {
     std::fprintf(stderr, "derpd: %s\n", v.error().c_str());
-    return 2;
+    return supervisor::kExitConfig;
   }
-  log::init("derpd", cfg->logLevel, cfg->logFile);
-  // The children inherit it (derp-worker holds a descriptor per client).
-  if (auto n = proc::raiseFdLimit(); !n) {
+  const log::Format format = log::resolveFormat(cfg->logFormat, !cfg->logFile.empty());
+  log::init("derpd", cfg->logLevel, cfg->logFile, format);
+  // The children write to a pipe to derpd: they take derpd's format.
+  ::setenv(log::kFormatEnv, format == log::Format::Journal ? "journal" : "plain", 1);
+  // The children inherit it (derp-worker holds a descriptor per client):
+  // room for max-connections plus 1024 for everything else.
+  const uint64_t want = cfg->maxConnections > 0 ? uint64_t(cfg->maxConnections) + 1024 : 0;
+  if (auto n = proc::raiseFdLimit(want); !n) {
     LOG_WARN("file descriptor limit: {}", n.error());
-  } else if (int64_t(*n) < cfg->maxConnections + 1024) {
-    LOG_WARN("file descriptor limit {} is below max-connections ({}) + 1024: connections beyond it fail", *n,
-             cfg->maxConnections);
+  } else if (want > 0 && n->soft < want) {
+    LOG_WARN("file descriptor limit {} (hard limit {}) is below max-connections ({}) + 1024: about {} clients "
+             "fit; raise the hard limit (LimitNOFILE= in the unit, ulimit -Hn) or lower max-connections",
+             n->soft, n->hard, cfg->maxConnections, n->soft > 1024 ? n->soft - 1024 : 0);
   }
   if (hooks->stunForbiddenSyscallAfterMs > 0)
     LOG_WARN("test hook: stun-worker makes a forbidden system call {} ms after it starts",
@@ -95,7 +109,7 @@ int main(int argc, char** argv) {
   supervisor::Supervisor sup(*cfg, args, *hooks);
   if (auto r = sup.prepare(); !r) {
     LOG_ERR("{}", r.error());
-    return 1;
+    return sup.prepareExitCode();
   }
   return sup.run();
 }

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/fsuid.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,6 +26,8 @@
 #include "common/net/udp.hpp"
 #include "common/proc/sandbox.hpp"
 #include "common/proc/seccomp.hpp"
+#include "common/tls/certs.hpp"
+#include "common/util/fd.hpp"
 
 namespace derpd::supervisor {
 
@@ -53,6 +57,7 @@ constexpr std::array kHandlers = {
     ipc::handlerFor<&Supervisor::onVerifyRequest>(),
     ipc::handlerFor<&Supervisor::onVerifyReply>(),
     ipc::handlerFor<&Supervisor::onMeshPeers>(),
+    ipc::handlerFor<&Supervisor::onManualCertFilesRequest>(),
 };
 static_assert(ipc::uniqueTypes(kHandlers));
 
@@ -74,6 +79,66 @@ std::string selfDir() {
   return slash == std::string::npos ? "." : p.substr(0, slash);
 }
 
+// The message of an error-level line a child logged
+// ("... role[pid] error: MESSAGE"), or "" for any other line.
+std::string errorMessageOf(std::string_view line) {
+  for (std::string_view tag : {std::string_view("] error: "), std::string_view("] critical: ")}) {
+    if (auto at = line.find(tag); at != std::string_view::npos) return std::string(line.substr(at + tag.size()));
+  }
+  return "";
+}
+
+// A file of the manual certificate, read by derpd through `dirFd`. With
+// `as` set (a certdir that a user other than root can write to, such as
+// cert-agent's own), the open runs with that user's file-system ids
+// (setfsuid/setfsgid, this thread only): derpd then reads only what
+// cert-agent could have read itself, so a link planted there cannot point
+// derpd at a file only root may read. In a root-only directory (certbot's
+// /etc/letsencrypt/live/NAME) root-only files are read as root.
+ipc::ManualCertFile readCertFile(int dirFd, const std::string& dir, const std::string& name,
+                                 const std::optional<proc::UserIds>& as) {
+  ipc::ManualCertFile f;
+  f.path = dir + "/" + name;
+  int fd = -1;
+  int e = ENOENT;
+  if (dirFd >= 0) {
+    if (as) {
+      ::setfsgid(as->gid);
+      ::setfsuid(as->uid);
+    }
+    fd = ::openat(dirFd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    e = errno;
+    if (as) {
+      ::setfsuid(0);
+      ::setfsgid(0);
+    }
+  }
+  if (fd < 0) {
+    if (e == ENOENT) {
+      f.missing = true;
+    } else {
+      f.error = std::strerror(e);
+      if (as && e == EACCES)
+        f.error += " (the directory is writable by a user other than root, so derpd reads it as cert-user uid " +
+                   std::to_string(as->uid) + "; make the file readable by it, or keep it in a root-only directory)";
+    }
+    return f;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    f.error = "not a regular file";
+    return f;
+  }
+  auto bytes = readAllAndClose(fd, ipc::kMaxManualCertFile, f.path);
+  if (!bytes) {
+    f.error = bytes.error();
+  } else {
+    f.bytes = std::move(*bytes);
+  }
+  return f;
+}
+
 // -dev listens on :3340 unless -a was given (derper forces :3340 even then;
 // an explicit address is more useful and what tests need).
 void applyDevDefaults(config::Config& cfg) {
@@ -82,6 +147,17 @@ void applyDevDefaults(config::Config& cfg) {
 
 
 }  // namespace
+
+std::string devRuntimeDir(const config::Config& cfg) {
+  if (!cfg.dev || ::geteuid() != 0) return "";
+  auto hp = net::splitHostPort(cfg.dev && cfg.originOf("a").kind == config::Origin::Kind::Default ? ":3340" : cfg.addr);
+  if (!hp || hp->port == 0) return "";
+  std::string host = hp->host.empty() ? "any" : hp->host;
+  for (char& ch : host) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-') ch = '_';
+  }
+  return "/run/derpd-dev." + host + "_" + std::to_string(hp->port);
+}
 
 std::string Child::name() const { return std::string(ipc::roleName(spec->role)); }
 
@@ -124,8 +200,12 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args, TestHo
           if (!cfg_.meshCaFile.empty()) a.insert(a.end(), {"--mesh-ca-file", cfg_.meshCaFile});
         }
         if (cfg_.verifyClients || !cfg_.verifyClientUrl.empty()) {
-          a.insert(a.end(), {"--verify-via-control", "-verify-client-url-fail-open=" +
-                                                         std::string(cfg_.verifyClientUrlFailOpen ? "true" : "false")});
+          // With no answer from mesh-helper, fail open only where derper
+          // would: -verify-client-url alone with its fail-open flag
+          // (-verify-clients, asked first, fails closed).
+          const bool failOpen = cfg_.verifyClientUrlFailOpen && !cfg_.verifyClientUrl.empty() && !cfg_.verifyClients;
+          a.insert(a.end(), {"--verify-via-control",
+                             "-verify-client-url-fail-open=" + std::string(failOpen ? "true" : "false")});
         }
         if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
         return a;
@@ -236,12 +316,16 @@ Supervisor::~Supervisor() {
   if (control_) {
     const std::string ep = control_->endpoint();
     control_.reset();
-    if (ep.rfind("ipc://", 0) == 0) ::unlink(ep.substr(6).c_str());
+    // Only the socket this derpd bound, under the lock it still holds.
+    if (ownSocket_ && ep.rfind("ipc://", 0) == 0) ::unlink(ep.substr(6).c_str());
   }
   if (ownRunDir_) {
     ::rmdir(emptyDir_.c_str());
+    if (lockFd_ >= 0) ::unlink((runDir_ + "/derpd.lock").c_str());
     ::rmdir(runDir_.c_str());
   }
+  // Last: another derpd may take the directory from here on.
+  if (lockFd_ >= 0) ::close(lockFd_);
 }
 
 // The monitor's DERP map when none is configured: region 900 "self" with
@@ -286,22 +370,59 @@ Child* Supervisor::childFor(Role role) {
   return nullptr;
 }
 
-Result<void> Supervisor::prepareRuntimeDir() {
-  if (::geteuid() != 0 && cfg_.originOf("runtime-dir").kind == config::Origin::Kind::Default) {
-    // Not root and no --runtime-dir: /run/derpd is not ours to make. Use a
-    // private directory for this run instead.
-    const char* base = std::getenv("XDG_RUNTIME_DIR");
+// The runtime dir, made if needed and locked (flock on derpd.lock, held for
+// derpd's life): a second derpd on the same directory would replace the
+// control socket of the first (ZeroMQ unlinks an existing ipc:// path when
+// it binds) and remove it when it exits.
+Result<void> Supervisor::lockRuntimeDir() {
+  const bool root = ::geteuid() == 0;
+  if (cfg_.originOf("runtime-dir").kind != config::Origin::Kind::Default) {
+    runDir_ = cfg_.runtimeDir;
+  } else if (std::string dev = devRuntimeDir(cfg_); !dev.empty()) {
+    runDir_ = dev;
+    LOG_INFO("runtime dir {} (-dev on this address, no --runtime-dir)", runDir_);
+  } else if (!root || cfg_.dev) {
+    // Not root (/run/derpd is not ours to make) or -dev on port 0, and no
+    // --runtime-dir: a private directory for this run, removed at exit.
+    const char* base = root ? "/run" : std::getenv("XDG_RUNTIME_DIR");
     if (!base || base[0] != '/') base = std::getenv("TMPDIR");
     if (!base || base[0] != '/') base = "/tmp";
-    std::string tmpl = std::string(base) + "/derpd.XXXXXX";
+    std::string tmpl = std::string(base) + (root ? "/derpd-dev.XXXXXX" : "/derpd.XXXXXX");
     if (!::mkdtemp(tmpl.data())) return makeError("mkdtemp " + tmpl + ": " + std::strerror(errno));
     runDir_ = tmpl;
     ownRunDir_ = true;
-    LOG_INFO("runtime dir {} (not root and no --runtime-dir)", runDir_);
+    LOG_INFO("runtime dir {} ({}, no --runtime-dir)", runDir_, root ? "-dev" : "not root");
   } else {
     runDir_ = cfg_.runtimeDir;
   }
   if (auto r = ipc::ensureRuntimeDir(runDir_); !r) return makeError("--runtime-dir: " + r.error());
+  const std::string lockPath = runDir_ + "/derpd.lock";
+  int fd = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return makeError("lock file " + lockPath + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int e = errno;
+    std::string holder;
+    char buf[32] = {};
+    if (::pread(fd, buf, sizeof buf - 1, 0) > 0) {
+      holder = buf;
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    }
+    ::close(fd);
+    if (e == EWOULDBLOCK) {
+      return makeError("runtime dir " + runDir_ + " is in use by derpd pid " + (holder.empty() ? "?" : holder) +
+                       " (give this derpd a --runtime-dir of its own)");
+    }
+    return makeError("flock " + lockPath + ": " + std::strerror(e));
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != ssize_t(pid.size())) {
+    LOG_WARN("lock file {}: cannot write the pid: {}", lockPath, std::strerror(errno));
+  }
+  lockFd_ = fd;
+  return {};
+}
+
+Result<void> Supervisor::prepareRuntimeDir() {
   emptyDir_ = runDir_ + "/empty";
   if (dropPrivileges_) {
     if (auto r = proc::prepareEmptyDir(emptyDir_); !r) return r;
@@ -309,6 +430,85 @@ Result<void> Supervisor::prepareRuntimeDir() {
   auto ch = ipc::Channel::bind(zmq_, Role::Supervisor, runDir_, "control");
   if (!ch) return makeError("control socket: " + ch.error());
   control_ = std::move(ch).value();
+  ownSocket_ = true;
+  return {};
+}
+
+Result<void> Supervisor::checkUsers() {
+  if (::geteuid() != 0) return {};
+  auto missing = [](const std::string& key, const std::string& user, const char* roles, const std::string& err) {
+    return makeError("-" + key + " " + user + " (" + roles + " run as it): " + err +
+                     ". Create it with `systemd-sysusers` (the package ships /usr/lib/sysusers.d/derpd.conf) "
+                     "or `adduser --system --group --no-create-home " + user + "`, or set " + key +
+                     " to an existing unprivileged user");
+  };
+  if (auto ids = proc::lookupUser(cfg_.user); !ids)
+    return missing("user", cfg_.user, "derp-worker, stun-worker, mesh-helper and the monitor", ids.error());
+  if (tls_) {
+    if (auto ids = proc::lookupUser(cfg_.certUser); !ids)
+      return missing("cert-user", cfg_.certUser, "cert-agent", ids.error());
+  }
+  return {};
+}
+
+ipc::ManualCertFiles Supervisor::readManualCertFiles(const std::string& reason) const {
+  ipc::ManualCertFiles m;
+  m.reason = reason;
+  const std::string stem = tls::certFileStem(cfg_.hostname);
+  int dirFd = ::open(cfg_.certDir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int openErr = errno;
+  std::optional<proc::UserIds> as;
+  struct stat st {};
+  if (dropPrivileges_ && dirFd >= 0 && ::fstat(dirFd, &st) == 0 &&
+      (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
+    if (auto ids = proc::lookupUser(cfg_.certUser)) as = *ids;
+  }
+  m.crt = readCertFile(dirFd, cfg_.certDir, stem + ".crt", as);
+  m.key = readCertFile(dirFd, cfg_.certDir, stem + ".key", as);
+  if (dirFd < 0) {
+    const std::string err = std::string("-certdir ") + cfg_.certDir + ": " + std::strerror(openErr);
+    m.crt.missing = m.key.missing = false;
+    m.crt.error = m.key.error = err;
+  } else {
+    ::close(dirFd);
+  }
+  return m;
+}
+
+void Supervisor::sendManualCertFiles(const std::string& reason) {
+  ipc::ManualCertFiles m = readManualCertFiles(reason);
+  sendIfReady(Role::CertAgent, m);
+  std::fill(m.key.bytes.begin(), m.key.bytes.end(), '\0');
+}
+
+// derper reads the files itself and fails on the first handshake; derpd
+// checks them before anything starts, so that a bad certificate is one
+// error line and exit 78 instead of a restart loop.
+Result<void> Supervisor::checkManualCert() {
+  if (!tls_) return {};
+  if (cfg_.certMode != "manual") {
+    if (tls::isIpLiteral(cfg_.hostname))
+      return makeError("-hostname " + cfg_.hostname +
+                       " is an IP address: Let's Encrypt does not issue for it here; use -certmode manual "
+                       "(a self-signed certificate is made for it)");
+    return {};
+  }
+  ipc::ManualCertFiles m = readManualCertFiles("start");
+  auto scrub = [&] { std::fill(m.key.bytes.begin(), m.key.bytes.end(), '\0'); };
+  if (m.crt.missing && m.key.missing && tls::isIpLiteral(cfg_.hostname)) return {};  // self-signed
+  auto unreadable = [](const ipc::ManualCertFile& f) { return f.missing ? f.path + ": no such file" : f.path + ": " + f.error; };
+  if (m.crt.missing || !m.crt.error.empty() || m.key.missing || !m.key.error.empty()) {
+    std::string why;
+    if (m.crt.missing || !m.crt.error.empty()) why = "certificate " + unreadable(m.crt);
+    if (m.key.missing || !m.key.error.empty()) why += (why.empty() ? "" : "; ") + ("key " + unreadable(m.key));
+    scrub();
+    return makeError("certmode manual for -hostname " + cfg_.hostname + ": " + why);
+  }
+  auto b = tls::validateBundle(m.crt.bytes, m.key.bytes, cfg_.hostname, int64_t(std::time(nullptr)),
+                               m.crt.path + " and " + m.key.path);
+  scrub();
+  if (!b) return makeError("certmode manual for -hostname " + cfg_.hostname + ": " + b.error());
+  std::fill(b->keyPem.begin(), b->keyPem.end(), '\0');
   return {};
 }
 
@@ -354,10 +554,18 @@ Result<void> Supervisor::prepare() {
   auto hp = net::splitHostPort(cfg_.addr);
   if (!hp) return makeError("-a: " + hp.error());
   tls_ = hp->port == 443 || cfg_.certMode == "manual" || cfg_.forceTls;
+  dropPrivileges_ = ::geteuid() == 0;
+  // Configuration errors (exit 78: systemd does not restart on them), each
+  // found before anything is bound or forked.
+  prepareExit_ = kExitConfig;
   if (tls_ && cfg_.certDir.empty())
     return makeError("-certdir is empty and no default applies ($HOME and $XDG_CACHE_HOME are unset): set "
                      "certdir, the directory of the " +
                      std::string(cfg_.certMode == "manual" ? "certificate files" : "ACME account and certificates"));
+  if (auto r = checkUsers(); !r) return r;
+  if (auto r = checkManualCert(); !r) return r;
+  prepareExit_ = 1;
+  if (auto r = lockRuntimeDir(); !r) return r;
   if (tls_ && ::access(binaryPath("cert-agent").c_str(), X_OK) != 0)
     return makeError("cannot find the cert-agent binary in " + libexecDir_ + " (TLS needs it)");
   eabKey_ = cfg_.acmeEabKey;
@@ -374,7 +582,10 @@ Result<void> Supervisor::prepare() {
     std::string path = cfg_.keyFile.empty() ? cfg_.stateDir + "/derper.key" : cfg_.keyFile;
     bool created = false;
     auto k = crypto::loadOrCreateKeyFile(path, &created);
-    if (!k) return makeError("server key: " + k.error());
+    if (!k) {
+      prepareExit_ = kExitConfig;
+      return makeError("server key: " + k.error());
+    }
     if (created) LOG_INFO("wrote a new server key to {}", path);
     key = *k;
   }
@@ -382,7 +593,10 @@ Result<void> Supervisor::prepare() {
   LOG_INFO("server key {}", key.publicKey().toText());
   if (!cfg_.meshPskFile.empty()) {
     auto mk = crypto::readMeshKeyFile(cfg_.meshPskFile);
-    if (!mk) return makeError(mk.error());
+    if (!mk) {
+      prepareExit_ = kExitConfig;
+      return makeError(mk.error());
+    }
     meshKey_ = *mk;
   }
 
@@ -408,11 +622,7 @@ Result<void> Supervisor::prepare() {
     if (cfg_.monitorDerpMap.empty()) selfMap_ = selfDerpMap();
   }
 
-  if (::geteuid() == 0) {
-    dropPrivileges_ = true;
-  } else {
-    LOG_WARN("running as uid {} (not root): children keep this user, no chroot", ::geteuid());
-  }
+  if (!dropPrivileges_) LOG_WARN("running as uid {} (not root): children keep this user, no chroot", ::geteuid());
   // Said once here; each child logs its own seccomp line as well.
   if (!proc::kSeccompBuild) {
     LOG_INFO("seccomp: off in this sanitizer build (the sanitizers' own system calls and LeakSanitizer's ptrace)");
@@ -468,8 +678,10 @@ Result<void> Supervisor::spawn(Child& c) {
     pipes.push_back(p);
     argv.insert(argv.end(), {s.flag, std::to_string(p[0])});
   }
+  // Its stderr comes to derpd, which writes each line where its own go and
+  // remembers the last error (named when derpd gives up on the role).
   int logPipe[2] = {-1, -1};
-  if (!cfg_.logFile.empty() && ::pipe2(logPipe, O_CLOEXEC) != 0) {
+  if (::pipe2(logPipe, O_CLOEXEC) != 0) {
     int e = errno;
     closeAll();
     return makeError(std::string("pipe: ") + std::strerror(e));
@@ -518,6 +730,7 @@ Result<void> Supervisor::spawn(Child& c) {
     c.logFd = logPipe[0];
     c.logPartial.clear();
   }
+  c.lastError.clear();
   c.pid = pid;
   c.ready = false;
   c.startedAt = Clock::now();
@@ -558,11 +771,13 @@ void Supervisor::onChildExit(Child& c, int status) {
     return;
   }
   LOG_ERR("{} {}; restarting it", c.name(), describeStatus(status));
+  notifyState();
   c.quickFailures = ran < kQuickExit ? c.quickFailures + 1 : 0;
   if (c.quickFailures >= kMaxQuickFailures && c.spec->required) {
-    LOG_ERR("{} cannot start: it exited {} times in a row within {} s of starting (see its log lines above); "
-            "derpd gives up",
-            c.name(), c.quickFailures, std::chrono::duration_cast<std::chrono::seconds>(kQuickExit).count());
+    LOG_ERR("{} cannot start: it exited {} times in a row within {} s of starting; {}; derpd gives up", c.name(),
+            c.quickFailures, std::chrono::duration_cast<std::chrono::seconds>(kQuickExit).count(),
+            c.lastError.empty() ? std::string("it logged no error (see its lines above)")
+                                : "its last error: " + c.lastError);
     exitCode_ = 1;
     stopAll();
     return;
@@ -599,6 +814,7 @@ void Supervisor::sendToChildren(const std::function<ipc::SendResult(Child&)>& se
 }
 
 void Supervisor::stopAll() {
+  if (!stopping_) notifier_.notify("STOPPING=1\nSTATUS=stopping: draining clients");
   stopping_ = true;
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.drainTimeout).count();
   sendToChildren(
@@ -609,6 +825,19 @@ void Supervisor::stopAll() {
 }
 
 void Supervisor::reload() {
+  // systemd (Type=notify) hears when a reload starts and, whatever happens
+  // below, that it is over; before the first READY=1 there is nothing to say.
+  if (notifiedReady_)
+    notifier_.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(proc::Notifier::monotonicUsec()));
+  struct Done {
+    Supervisor& s;
+    ~Done() {
+      if (!s.notifiedReady_) return;
+      s.notifiedStatus_.clear();
+      s.notifier_.notify("READY=1");
+      s.notifyState();
+    }
+  } done{*this};
   auto fresh = config::loadConfig(args_);
   if (!fresh) {
     LOG_ERR("SIGHUP: config not reloaded, keeping the running one: {}", fresh.error());
@@ -663,6 +892,30 @@ void Supervisor::reload() {
         return control_->send(c.spec->role, msg);
       },
       "Reload");
+  // cert-agent cannot read root-only files: derpd reads them again for it.
+  if (tls_ && cfg_.certMode == "manual") sendManualCertFiles("reload");
+}
+
+void Supervisor::notifyState() {
+  if (!notifier_.enabled() || stopping_) return;
+  bool allReady = true;
+  for (const Child& c : children_) {
+    if (c.spec->required && !(c.pid > 0 && c.ready)) allReady = false;
+  }
+  std::string status;
+  if (!allReady) {
+    status = notifiedReady_ ? "restarting a role" : "starting";
+  } else {
+    status = "serving " + std::to_string(clients_) + (clients_ == 1 ? " client" : " clients");
+  }
+  std::string msg;
+  if (allReady && !notifiedReady_) {
+    msg = "READY=1\n";
+    notifiedReady_ = true;
+  }
+  if (status == notifiedStatus_ && msg.empty()) return;
+  notifiedStatus_ = status;
+  notifier_.notify(msg + "STATUS=" + status);
 }
 
 void Supervisor::reopenLogs() {
@@ -678,6 +931,8 @@ Result<void> Supervisor::onReady(Role from, const ipc::Ready&) {
   if (!c || c->pid <= 0) return makeError("Ready from a role that is not running");
   c->ready = true;
   LOG_INFO("{} is ready (pid {})", c->name(), c->pid);
+  if (from == Role::CertAgent && cfg_.certMode == "manual") sendManualCertFiles("start");
+  notifyState();
   if (from == Role::DerpWorker) {
     // A (re)started derp-worker: the certificate and challenges in force.
     if (cert_) sendIfReady(Role::DerpWorker, *cert_);
@@ -710,7 +965,9 @@ Result<void> Supervisor::onMetricsReport(Role from, const ipc::MetricsReport& ms
   return okResult();
 }
 
-Result<void> Supervisor::onSnapshotRequest(Role from, const ipc::MetricsSnapshotRequest&) {
+Result<void> Supervisor::onSnapshotRequest(Role from, const ipc::MetricsSnapshotRequest& req) {
+  clients_ = req.clients;
+  notifyState();
   ipc::MetricsSnapshotReply reply;
   ipc::RoleMetrics own{Role::Supervisor, {}};
   for (const Child& c : children_) {
@@ -808,6 +1065,12 @@ Result<void> Supervisor::onVerifyReply(Role, const ipc::VerifyReply& msg) {
   return okResult();
 }
 
+Result<void> Supervisor::onManualCertFilesRequest(Role, const ipc::ManualCertFilesRequest& msg) {
+  if (cfg_.certMode != "manual") return makeError("ManualCertFilesRequest in certmode " + cfg_.certMode);
+  sendManualCertFiles(msg.reason);
+  return okResult();
+}
+
 Result<void> Supervisor::onMeshPeers(Role, const ipc::MeshPeers& msg) {
   meshPeers_ = msg;
   sendIfReady(Role::DerpWorker, msg);
@@ -855,7 +1118,9 @@ void Supervisor::readChildLog(Child& c) {
     c.logPartial.append(buf, size_t(n));
     size_t start = 0;
     for (size_t nl; (nl = c.logPartial.find('\n', start)) != std::string::npos; start = nl + 1) {
-      log::writeRaw(std::string_view(c.logPartial).substr(start, nl - start));
+      const std::string_view line = std::string_view(c.logPartial).substr(start, nl - start);
+      log::writeRaw(line);
+      if (std::string e = errorMessageOf(line); !e.empty()) c.lastError = std::move(e);
     }
     c.logPartial.erase(0, start);
     if (c.logPartial.size() > kMaxLogLine) {

@@ -25,6 +25,7 @@
 #include "common/ipc/channel.hpp"
 #include "common/ipc/messages.hpp"
 #include "common/ipc/role.hpp"
+#include "common/proc/notify.hpp"
 #include "common/util/result.hpp"
 
 namespace derpd::supervisor {
@@ -71,8 +72,9 @@ struct Child {
   int quickFailures = 0;          // consecutive exits soon after start
   uint64_t restarts = 0;
   std::vector<ipc::Metric> metrics;  // its last MetricsReport
-  int logFd = -1;                 // read end of its stderr pipe (with --log-file)
+  int logFd = -1;                 // read end of its stderr pipe
   std::string logPartial;         // an unfinished line from logFd
+  std::string lastError;          // its last error-level log line's message, for "gives up"
   std::string name() const;
 };
 
@@ -103,9 +105,25 @@ class Supervisor {
   Result<void> onVerifyReply(ipc::Role from, const ipc::VerifyReply& msg);
   // mesh-helper's resolved -mesh-with addresses (kept for a restarted derp-worker).
   Result<void> onMeshPeers(ipc::Role from, const ipc::MeshPeers& msg);
+  // cert-agent's watch saw the manual certificate files change.
+  Result<void> onManualCertFilesRequest(ipc::Role from, const ipc::ManualCertFilesRequest& msg);
+
+  // The exit status for a failed prepare(): kExitConfig for a configuration
+  // error (the unit's RestartPreventExitStatus), 1 otherwise.
+  int prepareExitCode() const { return prepareExit_; }
 
  private:
+  Result<void> lockRuntimeDir();
   Result<void> prepareRuntimeDir();
+  // Checks before anything is forked (a config error, exit 78): the users
+  // exist, the manual certificate files are readable and valid.
+  Result<void> checkUsers();
+  Result<void> checkManualCert();
+  // Reads the manual certificate files with derpd's privileges.
+  ipc::ManualCertFiles readManualCertFiles(const std::string& reason) const;
+  void sendManualCertFiles(const std::string& reason);
+  // sd_notify: READY=1 once every required child is ready, STATUS= lines.
+  void notifyState();
   Result<void> prepareCertDir();
   Result<void> spawn(Child& c);
   void reap();
@@ -145,6 +163,13 @@ class Supervisor {
   std::string selfMap_;  // the monitor's one-node DERP map (when monitor-derp-map is empty)
   bool dropPrivileges_ = false;
   std::string runDir_;     // the runtime dir in use (0700)
+  int lockFd_ = -1;        // runDir_/derpd.lock, flock'ed for derpd's life
+  bool ownSocket_ = false; // this derpd bound runDir_/control.sock (and may remove it)
+  int prepareExit_ = 1;
+  proc::Notifier notifier_ = proc::Notifier::fromEnvironment();  // $NOTIFY_SOCKET
+  bool notifiedReady_ = false;
+  std::string notifiedStatus_;
+  uint64_t clients_ = 0;  // derp-worker's last count (MetricsSnapshotRequest)
   bool ownRunDir_ = false; // a private temp dir made for this run, removed at exit
   std::string emptyDir_;   // chroot for children that need no files
   int listenFd_ = -1;
@@ -157,6 +182,16 @@ class Supervisor {
   bool stopping_ = false;
   int exitCode_ = 0;
 };
+
+// sysexits.h EX_CONFIG: a configuration error; derpd.service does not
+// restart on it (RestartPreventExitStatus=78).
+inline constexpr int kExitConfig = 78;
+
+// The runtime dir derpd uses for `cfg` when --runtime-dir is not given:
+// -dev as root gets one per address (/run/derpd-dev.<host>_<port>), so dev
+// relays on different ports and the packaged derpd never share one; port 0
+// or not root: "" (a private mkdtemp dir for the run).
+std::string devRuntimeDir(const config::Config& cfg);
 
 // Backoff before restart number `failures` (0-based): 100 ms doubling, capped at 10 s.
 std::chrono::milliseconds restartDelay(int failures);

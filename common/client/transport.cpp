@@ -379,6 +379,11 @@ Result<void> Transport::startTls(const TlsOptions& opts, Deadline deadline) {
     if (vr != X509_V_OK) {
       msg += " (certificate verify failed: " + std::string(X509_verify_cert_error_string(vr)) + ")";
     }
+    if (msg.find("wrong version number") != std::string::npos || msg.find("packet length too long") != std::string::npos) {
+      // What OpenSSL says when the answer to its ClientHello is not TLS.
+      msg += " (the server did not answer in TLS: it serves plain HTTP, as a -dev node does; use an http:// URL, "
+             "or --plain-http with derpd-probe)";
+    }
     return makeError(msg);
   }
   ERR_clear_error();

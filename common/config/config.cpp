@@ -116,6 +116,9 @@ const std::vector<KeyDef>& keyTable() {
       {"mesh-ca-file", &Settings::meshCaFile, false,
        "PEM file of the CA certificates that verify mesh peers' TLS certificates; empty: the "
        "system's ($SSL_CERT_FILE is honoured)"},
+      {"log-format", &Settings::logFormat, false,
+       "auto, plain or journal: journal lines start with a syslog priority (<3> ...) and carry no "
+       "timestamp; auto is journal when stderr is systemd's journal stream (JOURNAL_STREAM)"},
       {"log-level", &Settings::logLevel, false, "trace, debug, info, warn or error"},
       {"max-connections", &Settings::maxConnections, false,
        "accepted connections alive at once on the main listener (0: no cap); beyond it a new "
@@ -282,7 +285,7 @@ Result<void> setValue(Settings& s, const KeyDef& k, std::string_view v) {
     }
     Result<void> operator()(bool Settings::*m) const {
       auto b = parseGoBool(v);
-      if (!b) return makeError(b.error());
+      if (!b) return makeError(b.error() + " (want true or false; also 1, 0, t, f, T, F, TRUE, FALSE, True, False)");
       s.*m = *b;
       return {};
     }
@@ -905,30 +908,44 @@ Result<void> applyConfigText(Config& cfg, std::string_view text, const std::stri
   return {};
 }
 
+// How an error names a key: "FILE:LINE: key" when the value came from the
+// config file, else the flag "-key" (a default or the command line).
+std::string where(const Config& cfg, std::string_view key) {
+  const Origin o = cfg.originOf(key);
+  if (o.kind == Origin::Kind::File) return o.file + ":" + std::to_string(o.line) + ": " + std::string(key);
+  return "-" + std::string(key);
+}
+
 Result<void> validate(const Config& cfg) {
   for (const KeyDef& k : keyTable()) {
     if (auto m = std::get_if<std::string Settings::*>(&k.member)) {
       if (hasNewlineOrNul(cfg.*(*m))) {
-        return makeError("-" + std::string(k.name) + ": value contains a newline or NUL byte");
+        return makeError(where(cfg, k.name) + ": value contains a newline or NUL byte");
       }
     }
   }
-  if (auto r = checkAddr(cfg.addr); !r) return r;
+  if (auto r = checkAddr(cfg.addr); !r) {
+    if (cfg.originOf("a").kind != Origin::Kind::File) return r;
+    return makeError(where(cfg, "a") + ": " + r.error());
+  }
   if (cfg.httpPort < -1 || cfg.httpPort > 65535) {
-    return makeError("-http-port " + std::to_string(cfg.httpPort) + " out of range (-1 to 65535)");
+    return makeError(where(cfg, "http-port") + " " + std::to_string(cfg.httpPort) + " out of range (-1 to 65535)");
   }
   if (cfg.stunPort < 0 || cfg.stunPort > 65535) {
-    return makeError("-stun-port " + std::to_string(cfg.stunPort) + " out of range (0 to 65535)");
+    return makeError(where(cfg, "stun-port") + " " + std::to_string(cfg.stunPort) + " out of range (0 to 65535)");
   }
   if (cfg.certMode != "manual" && cfg.certMode != "letsencrypt") {
-    return makeError("-certmode " + quoteGo(cfg.certMode) + " unsupported (manual or letsencrypt)");
+    return makeError(where(cfg, "certmode") + " " + quoteGo(cfg.certMode) + " unsupported (manual or letsencrypt)");
   }
   if (!cfg.meshWith.empty() && cfg.meshPskFile.empty()) {
-    return makeError("-mesh-with requires -mesh-psk-file");
+    return makeError(where(cfg, "mesh-with") + " requires -mesh-psk-file");
   }
-  if (auto hosts = net::parseMeshWith(cfg.meshWith); !hosts) return std::move(hosts).takeError();
+  if (auto hosts = net::parseMeshWith(cfg.meshWith); !hosts) {
+    if (cfg.originOf("mesh-with").kind != Origin::Kind::File) return std::move(hosts).takeError();
+    return makeError(where(cfg, "mesh-with") + ": " + hosts.error());
+  }
   if (cfg.verifyClients && cfg.verifyClientsSocket.empty()) {
-    return makeError("-verify-clients needs verify-clients-socket (tailscaled's LocalAPI socket)");
+    return makeError(where(cfg, "verify-clients") + " needs verify-clients-socket (tailscaled's LocalAPI socket)");
   }
   if (!cfg.verifyClientUrl.empty()) {
     const std::string_view u = cfg.verifyClientUrl;
@@ -939,43 +956,45 @@ Result<void> validate(const Config& cfg) {
       hostStart = 8;
     }
     if (hostStart == 0 || u[hostStart] == '/') {
-      return makeError("-verify-client-url " + quoteGo(u) + " must be an http:// or https:// URL with a host");
+      return makeError(where(cfg, "verify-client-url") + " " + quoteGo(u) + " must be an http:// or https:// URL with a host");
     }
   }
-  if (cfg.acceptConnectionLimit < 0) return makeError("-accept-connection-limit must not be negative");
-  if (cfg.acceptConnectionBurst < 0) return makeError("-accept-connection-burst must not be negative");
+  if (cfg.acceptConnectionLimit < 0) return makeError(where(cfg, "accept-connection-limit") + " must not be negative");
+  if (cfg.acceptConnectionBurst < 0) return makeError(where(cfg, "accept-connection-burst") + " must not be negative");
   if (cfg.logLevel != "trace" && cfg.logLevel != "debug" && cfg.logLevel != "info" &&
       cfg.logLevel != "warn" && cfg.logLevel != "error") {
-    return makeError("-log-level " + quoteGo(cfg.logLevel) + ": want trace, debug, info, warn or error");
+    return makeError(where(cfg, "log-level") + " " + quoteGo(cfg.logLevel) + ": want trace, debug, info, warn or error");
   }
   if (cfg.threads < 0 || cfg.threads > 256) {
-    return makeError("-threads " + std::to_string(cfg.threads) + " out of range (0 to 256)");
+    return makeError(where(cfg, "threads") + " " + std::to_string(cfg.threads) + " out of range (0 to 256)");
   }
-  if (cfg.drainTimeout.count() < 0) return makeError("-drain-timeout must not be negative");
-  if (cfg.maxConnections < 0) return makeError("-max-connections must not be negative");
-  if (cfg.maxHandshakes < 0) return makeError("-max-handshakes must not be negative");
+  if (cfg.drainTimeout.count() < 0) return makeError(where(cfg, "drain-timeout") + " must not be negative");
+  if (cfg.maxConnections < 0) return makeError(where(cfg, "max-connections") + " must not be negative");
+  if (cfg.maxHandshakes < 0) return makeError(where(cfg, "max-handshakes") + " must not be negative");
   if (cfg.monitorInterval < std::chrono::milliseconds(100))
-    return makeError("-monitor-interval must be at least 100ms");
-  if (cfg.user.empty()) return makeError("-user must not be empty");
-  if (cfg.certUser.empty()) return makeError("-cert-user must not be empty");
+    return makeError(where(cfg, "monitor-interval") + " must be at least 100ms");
+  if (cfg.user.empty()) return makeError(where(cfg, "user") + " must not be empty");
+  if (cfg.certUser.empty()) return makeError(where(cfg, "cert-user") + " must not be empty");
   {
     const std::string& u = cfg.acmeDirectoryUrl;
     const bool http = u.size() > 7 && equalFold(u.substr(0, 7), "http://") && u[7] != '/';
     const bool https = u.size() > 8 && equalFold(u.substr(0, 8), "https://") && u[8] != '/';
     if (!http && !https)
-      return makeError("-acme-directory-url " + quoteGo(u) + " must be an https:// (or http://) URL with a host");
+      return makeError(where(cfg, "acme-directory-url") + " " + quoteGo(u) + " must be an https:// (or http://) URL with a host");
   }
   if (auto c = parseAcmeChallenges(cfg.acmeChallenges); !c)
-    return makeError("-acme-challenges " + quoteGo(cfg.acmeChallenges) + ": " + c.error());
+    return makeError(where(cfg, "acme-challenges") + " " + quoteGo(cfg.acmeChallenges) + ": " + c.error());
   if (cfg.acmeEabKid.empty() != cfg.acmeEabKey.empty())
-    return makeError("-acme-eab-kid and -acme-eab-key go together: set both or neither");
+    return makeError(where(cfg, "acme-eab-kid") + " and -acme-eab-key go together: set both or neither");
   if (cfg.runtimeDir.empty() || cfg.runtimeDir[0] != '/') {
-    return makeError("-runtime-dir " + quoteGo(cfg.runtimeDir) + " must be an absolute path");
+    return makeError(where(cfg, "runtime-dir") + " " + quoteGo(cfg.runtimeDir) + " must be an absolute path");
   }
   if (cfg.stateDir.empty() || cfg.stateDir[0] != '/') {
-    return makeError("-state-dir " + quoteGo(cfg.stateDir) + " must be an absolute path");
+    return makeError(where(cfg, "state-dir") + " " + quoteGo(cfg.stateDir) + " must be an absolute path");
   }
-  if (cfg.configFile.empty()) return makeError("-config must not be empty");
+  if (cfg.configFile.empty()) return makeError(where(cfg, "config") + " must not be empty");
+  if (cfg.logFormat != "auto" && cfg.logFormat != "plain" && cfg.logFormat != "journal")
+    return makeError(where(cfg, "log-format") + " " + quoteGo(cfg.logFormat) + ": want auto, plain or journal");
   return {};
 }
 
@@ -999,6 +1018,13 @@ Result<Config> parseConfigText(std::string_view text, const std::string& fileNam
   if (auto r = applyConfigText(cfg, text, fileName); !r) return std::move(r).takeError();
   if (auto r = validate(cfg); !r) return std::move(r).takeError();
   return cfg;
+}
+
+Result<void> checkFlags(const std::vector<std::string>& args) {
+  bool help = false;
+  auto flags = parseFlags(args, help);
+  if (!flags) return std::move(flags).takeError();
+  return {};
 }
 
 Result<Config> loadConfig(const std::vector<std::string>& args, const Env& env) {

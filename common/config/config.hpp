@@ -68,6 +68,7 @@ struct Settings {
   std::string stateDir = "/var/lib/derpd";          // --state-dir
   std::string logFile;                              // --log-file (empty = stderr)
   std::string logLevel = "info";                    // --log-level
+  std::string logFormat = "auto";                   // --log-format: auto|plain|journal
   int threads = 0;                                  // --threads (0 = CPUs)
   Duration drainTimeout = std::chrono::seconds(5);  // --drain-timeout
   int64_t maxConnections = 50000;                   // --max-connections (0 = no cap)
@@ -122,6 +123,12 @@ Result<Config> parseConfigText(std::string_view text, const std::string& fileNam
 
 // Cross-key and range checks: ports, -certmode, -mesh-with needs a key, URL scheme...
 Result<void> validate(const Config& cfg);
+
+// The command line alone (argv without argv[0]): unknown flags, missing
+// arguments, values that do not parse. These are Go flag errors, which
+// derper reports with exit status 2; loadConfig's other errors are about the
+// configuration (the file, cross-key rules).
+Result<void> checkFlags(const std::vector<std::string>& args);
 
 // The whole thing: argv without argv[0]. Reads --config FILE (or the default
 // path, which may be absent), then applies the flags, then validates. With

@@ -47,6 +47,9 @@ enum class MsgType : uint16_t {
   CertUpdate = 0x0400,         // a validated chain + key to serve
   AcmeChallenge = 0x0401,      // answer (or stop answering) an ACME challenge
   AcmeChallengeReady = 0x0402, // derp-worker -> supervisor -> cert-agent
+  // manual certificates: derpd (root) reads the files, cert-agent validates.
+  ManualCertFiles = 0x0403,        // supervisor -> cert-agent
+  ManualCertFilesRequest = 0x0404, // cert-agent -> supervisor (its watch saw a change)
 
   // client verification and mesh peers: mesh-helper <-> supervisor <-> derp-worker.
   // The supervisor answers a VerifyRequest itself ("unavailable") while
@@ -71,6 +74,8 @@ constexpr std::string_view msgTypeName(MsgType t) {
     case MsgType::CertUpdate: return "CertUpdate";
     case MsgType::AcmeChallenge: return "AcmeChallenge";
     case MsgType::AcmeChallengeReady: return "AcmeChallengeReady";
+    case MsgType::ManualCertFiles: return "ManualCertFiles";
+    case MsgType::ManualCertFilesRequest: return "ManualCertFilesRequest";
     case MsgType::VerifyRequest: return "VerifyRequest";
     case MsgType::VerifyReply: return "VerifyReply";
     case MsgType::MeshPeers: return "MeshPeers";
@@ -236,7 +241,10 @@ struct MetricsReport {
 
 struct MetricsSnapshotRequest {
   static constexpr MsgType kType = MsgType::MetricsSnapshotRequest;
-  DERPD_IPC_DEFINE_EMPTY_MAP()
+  // derp-worker's connected clients now (derp_current_connections), for
+  // derpd's systemd STATUS= line.
+  uint64_t clients = 0;
+  MSGPACK_DEFINE_MAP(clients);
   bool operator==(const MetricsSnapshotRequest&) const = default;
 };
 
@@ -305,6 +313,38 @@ struct AcmeChallengeReady {
   bool operator==(const AcmeChallengeReady&) const = default;
 };
 
+// certmode manual: the bytes of <certdir>/<stem>.crt and .key as derpd read
+// them with its own privileges (operators' key files are often root:root
+// 0600, which cert-user cannot open). cert-agent parses and validates them as
+// if it had read them itself; derpd only reads. Sent when cert-agent says
+// Ready, on every SIGHUP, and in answer to ManualCertFilesRequest.
+struct ManualCertFile {
+  std::string path;   // as read, for logs
+  std::string bytes;  // the contents (at most kMaxManualCertFile)
+  bool missing = false;  // ENOENT
+  std::string error;  // why it could not be read (empty: read, or missing)
+  MSGPACK_DEFINE_MAP(path, bytes, missing, error);
+  bool operator==(const ManualCertFile&) const = default;
+};
+inline constexpr size_t kMaxManualCertFile = 192 * 1024;
+
+struct ManualCertFiles {
+  static constexpr MsgType kType = MsgType::ManualCertFiles;
+  std::string reason;  // "start", "reload", "certificate files changed", for logs
+  ManualCertFile crt;
+  ManualCertFile key;
+  MSGPACK_DEFINE_MAP(reason, crt, key);
+  bool operator==(const ManualCertFiles&) const = default;
+};
+
+// cert-agent's inotify watch on certdir saw the files change: read them again.
+struct ManualCertFilesRequest {
+  static constexpr MsgType kType = MsgType::ManualCertFilesRequest;
+  std::string reason;
+  MSGPACK_DEFINE_MAP(reason);
+  bool operator==(const ManualCertFilesRequest&) const = default;
+};
+
 // ---- client verification and mesh peers ----
 
 // May this client connect (PROTOCOL.md §5.9)? derp-worker asks after a
@@ -351,7 +391,7 @@ struct MeshPeers {
 // Every payload type, for tests, the fuzzer and docs/IPC.md.
 using AllMessages = std::tuple<Hello, Reload, Shutdown, LogReopen, Ready, MetricsReport,
                                MetricsSnapshotRequest, MetricsSnapshotReply, CertUpdate,
-                               AcmeChallenge, AcmeChallengeReady, VerifyRequest, VerifyReply,
-                               MeshPeers>;
+                               AcmeChallenge, AcmeChallengeReady, ManualCertFiles,
+                               ManualCertFilesRequest, VerifyRequest, VerifyReply, MeshPeers>;
 
 }  // namespace derpd::ipc

@@ -43,7 +43,7 @@ inline constexpr size_t kMeshPeers = 64 * 1024;  // -mesh-with's hosts and their
 // One row per (type, sender, receiver). Keep grouped as in messages.hpp.
 inline constexpr auto kPolicy = [] {
   using namespace policy_detail;
-  return std::array<PolicyRule, 49>{{
+  return std::array<PolicyRule, 51>{{
       // any -> any: Hello on every supervisor <-> child connection.
       {T::Hello, R::Supervisor, R::DerpWorker, kHello},
       {T::Hello, R::Supervisor, R::StunWorker, kHello},
@@ -96,6 +96,8 @@ inline constexpr auto kPolicy = [] {
       {T::AcmeChallenge, R::Supervisor, R::DerpWorker, kChallenge},
       {T::AcmeChallengeReady, R::DerpWorker, R::Supervisor, kSmall},
       {T::AcmeChallengeReady, R::Supervisor, R::CertAgent, kSmall},
+      {T::ManualCertFiles, R::Supervisor, R::CertAgent, kCert},
+      {T::ManualCertFilesRequest, R::CertAgent, R::Supervisor, kSmall},
 
       // client verification and mesh peers: derp-worker <-> supervisor <-> mesh-helper
       {T::VerifyRequest, R::DerpWorker, R::Supervisor, kSmall},

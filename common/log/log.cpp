@@ -1,9 +1,13 @@
 #include "common/log/log.hpp"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 
 namespace derpd::log {
@@ -13,11 +17,40 @@ std::mutex g_mu;
 std::string g_role;
 std::string g_file;
 std::string g_level;
+Format g_format = Format::Plain;
 std::shared_ptr<spdlog::logger> g_raw;  // same destination as the default logger, "%v" only
 
-std::string pattern(const std::string& role) {
-  // ISO-8601 UTC with milliseconds, role[pid], level.
-  return "%Y-%m-%dT%H:%M:%S.%eZ " + role + "[" + std::to_string(::getpid()) + "] %l: %v";
+// %* : sd-daemon(3)'s "<N>" priority prefix, which journald strips and keeps
+// as the line's priority (journalctl -p err shows the errors).
+class PriorityFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+    const char* p = "<6>";
+    switch (msg.level) {
+      case spdlog::level::trace:
+      case spdlog::level::debug: p = "<7>"; break;
+      case spdlog::level::info: p = "<6>"; break;
+      case spdlog::level::warn: p = "<4>"; break;
+      case spdlog::level::err: p = "<3>"; break;
+      case spdlog::level::critical: p = "<2>"; break;
+      default: break;
+    }
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<PriorityFlag>(); }
+};
+
+std::unique_ptr<spdlog::formatter> makeFormatter(const std::string& role) {
+  auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  const std::string who = role + "[" + std::to_string(::getpid()) + "] %l: %v";
+  if (g_format == Format::Journal) {
+    // journald stamps each line itself.
+    f->add_flag<PriorityFlag>('*').set_pattern("%*" + who);
+  } else {
+    // ISO-8601 UTC with milliseconds, role[pid], level.
+    f->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ " + who);
+  }
+  return f;
 }
 
 void install() {
@@ -28,7 +61,7 @@ void install() {
     return std::make_shared<spdlog::sinks::basic_file_sink_mt>(g_file, false);
   };
   auto lg = std::make_shared<spdlog::logger>(g_role, makeSink());
-  lg->set_pattern(pattern(g_role), spdlog::pattern_time_type::utc);
+  lg->set_formatter(makeFormatter(g_role));
   lg->set_level(spdlog::level::from_str(g_level));
   lg->flush_on(spdlog::level::trace);
   g_raw = std::make_shared<spdlog::logger>(g_role + "-raw", makeSink());
@@ -37,14 +70,48 @@ void install() {
   g_raw->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(lg);
 }
+
+// JOURNAL_STREAM is "<dev>:<inode>" of the stream systemd connected stdout
+// and stderr to; it counts only while stderr is still that stream (a child
+// whose stderr was redirected inherits the variable but not the journal).
+bool stderrIsJournal() {
+  const char* js = std::getenv("JOURNAL_STREAM");
+  if (!js || !*js) return false;
+  unsigned long long dev = 0, ino = 0;
+  if (std::sscanf(js, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st {};
+  if (::fstat(STDERR_FILENO, &st) != 0) return false;
+  return static_cast<unsigned long long>(st.st_dev) == dev && static_cast<unsigned long long>(st.st_ino) == ino;
+}
 }  // namespace
 
-void init(const std::string& role, const std::string& level, const std::string& file) {
+Format resolveFormat(std::string_view setting, bool toFile) {
+  if (setting == "journal") return Format::Journal;
+  if (setting == "plain") return Format::Plain;
+  if (const char* env = std::getenv(kFormatEnv)) {
+    std::string_view e(env);
+    if (e == "journal") return Format::Journal;
+    if (e == "plain") return Format::Plain;
+  }
+  return !toFile && stderrIsJournal() ? Format::Journal : Format::Plain;
+}
+
+void init(const std::string& role, const std::string& level, const std::string& file, Format format) {
   std::lock_guard lk(g_mu);
   g_role = role;
   g_level = level;
   g_file = file;
+  g_format = format;
   install();
+}
+
+void init(const std::string& role, const std::string& level, const std::string& file) {
+  init(role, level, file, resolveFormat("auto", !file.empty()));
+}
+
+Format format() {
+  std::lock_guard lk(g_mu);
+  return g_format;
 }
 
 void reopen() {

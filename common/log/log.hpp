@@ -1,5 +1,9 @@
 // Logging: spdlog, one line per event, role and pid on each line:
 //   2026-11-24T22:07:27.123Z derp-worker[1234] info: message
+// Under systemd's journal (JOURNAL_STREAM names stderr, or log-format =
+// journal) a line carries sd-daemon(3)'s priority prefix and no timestamp of
+// its own, as journald stamps it:
+//   <3>derp-worker[1234] error: message
 // Lines at error level and above contain "] error: " / "] critical: ";
 // integration tests fail on any such line they did not provoke.
 // Included by every process.
@@ -12,10 +16,24 @@
 
 namespace derpd::log {
 
+enum class Format { Plain, Journal };
+
+// What derpd sets for its children, whose stderr is a pipe to derpd: the
+// format derpd chose ("plain" or "journal"), so every line matches.
+inline constexpr const char* kFormatEnv = "DERPD_LOG_FORMAT";
+
+// The format for a log-format setting ("auto", "plain", "journal"): auto is
+// $DERPD_LOG_FORMAT when set, else journal when stderr is the journal's
+// stream (and `toFile` is false), else plain.
+Format resolveFormat(std::string_view setting, bool toFile);
+
 // Sets up the default logger for `role`, writing to stderr, or appending to
-// `file` when non-empty. level: trace|debug|info|warn|error.
+// `file` when non-empty. level: trace|debug|info|warn|error. Without a
+// format: resolveFormat("auto", ...).
+void init(const std::string& role, const std::string& level, const std::string& file, Format format);
 void init(const std::string& role, const std::string& level = "info",
           const std::string& file = "");
+Format format();
 // Reopens the log file (SIGUSR1); no-op when logging to stderr.
 void reopen();
 // Appends an already formatted line (a child's, read from its stderr pipe)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "common/log/log.hpp"
@@ -26,14 +27,27 @@ Result<UserIds> lookupUser(const std::string& user) {
   return UserIds{pw->pw_uid, pw->pw_gid};
 }
 
-Result<uint64_t> raiseFdLimit() {
+Result<FdLimit> raiseFdLimit(uint64_t want) {
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return makeError(std::string("getrlimit: ") + std::strerror(errno));
+  if (want > 0 && rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+    uint64_t cap = want;
+    if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
+      unsigned long long nrOpen = 0;
+      if (std::fscanf(f, "%llu", &nrOpen) == 1 && nrOpen > 0 && nrOpen < cap) cap = nrOpen;
+      std::fclose(f);
+    }
+    if (cap > rl.rlim_max) {
+      rlimit up{rlim_t(cap), rlim_t(cap)};
+      // Fails without the privilege; the soft limit is raised below anyway.
+      if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    }
+  }
   if (rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) return makeError(std::string("setrlimit: ") + std::strerror(errno));
   }
-  return uint64_t(rl.rlim_cur);
+  return FdLimit{uint64_t(rl.rlim_cur), uint64_t(rl.rlim_max)};
 }
 
 Result<Sandboxed> enterSandbox(const SandboxSpec& spec) {

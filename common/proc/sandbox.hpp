@@ -38,8 +38,14 @@ Result<Sandboxed> enterSandbox(const SandboxSpec& spec);
 
 // Raises the soft RLIMIT_NOFILE to the hard limit (Go's runtime does the same
 // for derper), so a relay is bounded by max-connections rather than by a
-// 1024-descriptor default. Returns the new soft limit.
-Result<uint64_t> raiseFdLimit();
+// 1024-descriptor default. When the hard limit is below `want` and the
+// process may raise it (root: CAP_SYS_RESOURCE), it raises both to `want`,
+// capped by /proc/sys/fs/nr_open. Returns the limits in force afterwards.
+struct FdLimit {
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+};
+Result<FdLimit> raiseFdLimit(uint64_t want = 0);
 
 // Creates (or checks) an empty directory owned by root, mode 0755, to chroot
 // into. Refuses an existing one that is not a directory, not root-owned, or

@@ -28,6 +28,7 @@
 
 #include "common/util/bytes.hpp"
 #include "common/util/fd.hpp"
+#include "common/util/text.hpp"
 
 namespace derpd::tls {
 
@@ -137,15 +138,7 @@ int64_t tmToUnix(const std::tm& tm) {
          tm.tm_min * 60 + tm.tm_sec;
 }
 
-// RFC 3339, UTC: 2026-01-02T03:04:05Z.
-std::string formatUtc(int64_t t) {
-  const time_t tt = time_t(t);
-  std::tm tm{};
-  if (!gmtime_r(&tt, &tm)) return std::to_string(t);
-  char buf[64];
-  if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return std::to_string(t);
-  return buf;
-}
+std::string formatUtc(int64_t t) { return formatUtcSeconds(t); }
 
 Result<int64_t> asn1TimeToUnix(const ASN1_TIME* t) {
   std::tm tm{};

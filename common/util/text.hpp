@@ -2,10 +2,23 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <ctime>
 #include <string>
 #include <string_view>
 
 namespace derpd {
+
+// Unix seconds as RFC 3339 / ISO 8601 UTC: 2026-01-02T03:04:05Z (the number
+// itself when the date cannot be represented).
+inline std::string formatUtcSeconds(int64_t t) {
+  const std::time_t tt = std::time_t(t);
+  std::tm tm{};
+  if (!gmtime_r(&tt, &tm)) return std::to_string(t);
+  char buf[64];
+  if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return std::to_string(t);
+  return buf;
+}
 
 // For a log line from text a peer may have chosen (an exception that quotes
 // a server's answer, a response body): control bytes become spaces and the

@@ -15,6 +15,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "common/net/listener.hpp"
 #include "common/net/udp.hpp"
@@ -130,6 +131,28 @@ TEST_F(BenchTest, DerpModeRelaysPairsAndReportsLatency) {
   rc = runCommand(binDir() + "/derpd-bench derp -from https://192.0.2.1/derp -to " + url + " -duration 100ms", &out);
   EXPECT_EQ(rc, 2) << out;
   EXPECT_NE(out.find("not on a loopback address"), std::string::npos) << out;
+}
+
+// "held" counts connections still open when the hold ends, not connects: a
+// server that shut down mid-hold leaves none held.
+TEST_F(BenchTest, IdleCountsOnlyConnectionsStillOpenAtTheEnd) {
+  WorkerConfig cfg;
+  WorkerProcess* w = startWorker(cfg);
+  ASSERT_NE(w, nullptr);
+  const std::string url = "http://127.0.0.1:" + std::to_string(w->port()) + "/derp";
+  std::string out;
+  int rc = -1;
+  std::thread bench([&] { rc = runCommand(binDir() + "/derpd-bench idle -url " + url + " -conns 20 -duration 8s", &out); });
+  const bool connected = waitForMetric(*w, "derp_current_connections", [](double v) { return v == 20; }, Millis(20000));
+  auto st = w->stop(SIGTERM);  // drains: every client is told to go and closed
+  bench.join();
+  ASSERT_TRUE(connected);
+  ASSERT_TRUE(st.ok()) << st.error();
+  EXPECT_EQ(rc, 1) << out;
+  auto kv = resultLine(out);
+  EXPECT_EQ(kv["connected"], "20") << out;
+  EXPECT_EQ(kv["held"], "0") << out;
+  EXPECT_NE(out.find(", 0 still open at the end"), std::string::npos) << out;
 }
 
 TEST_F(BenchTest, IdleAndConnectModesReportMemoryAndHandshakes) {

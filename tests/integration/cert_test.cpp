@@ -293,30 +293,8 @@ TEST_F(CertTest, IpHostnameGetsSelfSignedCertificateAndCertName) {
   EXPECT_EQ(leafSerial(**c2), serial);
 }
 
-// A certificate that does not fit at start stops derpd with an error that
-// names the files, as derper refuses to start.
-TEST_F(CertTest, WrongCertificateAtStartIsFatal) {
-  std::string certDir = makeSet("certs", 0xF001, "other.example");
-  fs::rename(certDir + "/other.example.crt", certDir + "/localhost.crt");
-  fs::rename(certDir + "/other.example.key", certDir + "/localhost.key");
-  giveToCertUser(certDir);
-  std::vector<std::string> a = derpdArgs();
-  a.erase(std::find(a.begin(), a.end(), "-dev"));
-  a.insert(a.end(), {"-c", writeServerKeyFile(), "-certmode", "manual", "-certdir", certDir, "-hostname",
-                     "localhost", "-http-port", "-1", "-stun=false", "--state-dir", tmp().path()});
-  WorkerProcess* w = startDerpd(a);  // derp-worker starts; cert-agent keeps failing
-  ASSERT_NE(w, nullptr);
-  w->expectExit();
-  allowErrorLine("not valid for host name");
-  allowErrorLine("cert-agent");
-  allowErrorLine("derp-worker");
-  ASSERT_TRUE(waitFor([&] { return !w->running(); }, Millis(30000)));
-  EXPECT_NE(w->exitStatus().value_or(0), 0);
-  std::string log = w->logText();
-  EXPECT_NE(log.find(certDir + "/localhost.crt"), std::string::npos);
-  EXPECT_NE(log.find("not valid for host name \"localhost\""), std::string::npos);
-  EXPECT_NE(log.find("cert-agent cannot start"), std::string::npos);
-}
+// A certificate that does not fit at start: operator_test.cpp
+// (BadManualCertificateIsOneErrorAndExit78WithNothingForked).
 
 }  // namespace
 }  // namespace derpd::test

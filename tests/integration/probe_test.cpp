@@ -273,6 +273,20 @@ TEST_F(ProbeTest, OnceFailsExactlyTheProbesEachFaultBreaks) {
   EXPECT_NE(r.out.find("less than 7 days"), std::string::npos) << r.out;
 }
 
+// A plain-HTTP (-dev) node probed without --plain-http: the error says what
+// to do instead of OpenSSL's "wrong version number" alone.
+TEST_F(ProbeTest, PlainHttpNodeWithoutPlainHttpSaysWhatToDo) {
+  WorkerProcess* w = startDerpd(derpdArgs());
+  ASSERT_NE(w, nullptr);
+  Node n{"900p", w->port(), 0, w};
+  auto args = onceArgs(writeMap(mapJson({n})));
+  args.insert(args.end(), {"-stun-interval", "0", "-tls-interval", "0"});
+  ProbeRun r = runProbe(args);
+  EXPECT_EQ(r.exit, 1) << describeRun(r);
+  EXPECT_NE(r.out.find("the server did not answer in TLS"), std::string::npos) << describeRun(r);
+  EXPECT_NE(r.out.find("--plain-http"), std::string::npos) << describeRun(r);
+}
+
 TEST_F(ProbeTest, OnceRefusesBadMapsWithAClearError) {
   // Unreachable: a port nothing listens on.
   ProbeRun r = runProbe({"-derp-map", "http://127.0.0.1:" + std::to_string(reserveLoopbackPort()) + "/derpmap", "-once",

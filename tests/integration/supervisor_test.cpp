@@ -221,22 +221,11 @@ TEST_F(SupervisorTest, SigtermStopsEverythingWithExitZero) {
   EXPECT_NE(::kill(child, 0), 0) << "derp-worker still running after derpd exited";
 }
 
-// Runs derpd expecting it to fail before it serves; returns its output.
-std::string runFailing(const std::vector<std::string>& args, int* exitCode) {
-  WorkerProcess p;
-  auto r = p.start(args, binDir() + "/derpd");
-  EXPECT_FALSE(r.ok()) << "derpd started although it should have failed";
-  if (r.ok()) (void)p.stop(SIGTERM);
-  std::optional<int> st = p.exitStatus();
-  *exitCode = st ? *st : -1;
-  return p.logText();
-}
-
 TEST_F(SupervisorTest, BadConfigFileNamesTheLine) {
   std::string conf = tmp().file("bad.conf");
   writeFile(conf, "# derpd test\nhostname = derp.example.com\nno-such-key = 1\n");
   int code = 0;
-  std::string out = runFailing({"--config", conf, "-a", "127.0.0.1:0"}, &code);
+  std::string out = runDerpdExpectingExit({"--config", conf, "-a", "127.0.0.1:0"}, &code);
   EXPECT_NE(code, 0);
   EXPECT_NE(out.find("bad.conf:3"), std::string::npos) << out;
   EXPECT_NE(out.find("no-such-key"), std::string::npos) << out;
@@ -251,28 +240,15 @@ TEST_F(SupervisorTest, PortInUseIsAClearError) {
     if (args[i] == "-a") args[i + 1] = "127.0.0.1:" + std::to_string(port);
   }
   int code = 0;
-  std::string out = runFailing(args, &code);
+  std::string out = runDerpdExpectingExit(args, &code);
   ::close(*busy);
   EXPECT_EQ(code, 1);
   EXPECT_NE(out.find("Address already in use"), std::string::npos) << out;
 }
 
-TEST_F(SupervisorTest, WorkerThatCannotStartMakesDerpdGiveUp) {
-  // Manual TLS with no certificate files: cert-agent fails at every start
-  // (derp-worker is up meanwhile, waiting for a certificate).
-  std::vector<std::string> args = derpdArgs();
-  args.insert(args.end(), {"-certmode", "manual", "-certdir", tmp().file("no-certs"), "-hostname", "localhost",
-                           "-http-port", "-1"});
-  WorkerProcess* w = startDerpd(args);
-  ASSERT_NE(w, nullptr);
-  w->expectExit();
-  allowErrorLine("cert-agent");
-  ASSERT_TRUE(waitFor([&] { return !w->running(); }, Millis(30000)));
-  EXPECT_EQ(w->exitStatus().value_or(0), 1);
-  const std::string out = w->logText();
-  EXPECT_NE(out.find("cert-agent cannot start"), std::string::npos) << out;
-  EXPECT_NE(out.find(tmp().file("no-certs") + "/localhost.crt"), std::string::npos) << out;
-}
+// A role that cannot start, and a missing certificate at start:
+// operator_test.cpp (GiveUpLineNamesTheChildsLastError,
+// BadManualCertificateIsOneErrorAndExit78WithNothingForked).
 
 TEST_F(SupervisorTest, HelpAndVersion) {
   for (const char* flag : {"--help", "-version"}) {

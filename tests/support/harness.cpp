@@ -1307,6 +1307,16 @@ client::ClientOptions clientOptions(const WorkerProcess& w, const crypto::NodePr
   return o;
 }
 
+std::string runDerpdExpectingExit(const std::vector<std::string>& args, int* exitCode) {
+  WorkerProcess p;
+  auto r = p.start(args, binDir() + "/derpd");
+  EXPECT_FALSE(r.ok()) << "derpd started although it should have failed";
+  if (r.ok()) (void)p.stop(SIGTERM);
+  std::optional<int> st = p.exitStatus();
+  *exitCode = st ? *st : -1;
+  return p.logText();
+}
+
 pid_t startedPid(const WorkerProcess& derpd, const std::string& role, int nth) {
   const std::string needle = "started " + role + " (pid ";
   std::string log = derpd.logText();

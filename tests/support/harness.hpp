@@ -188,6 +188,11 @@ class WorkerProcess {
   std::string caFile_;
 };
 
+// Runs binDir()/derpd with `args`, expecting it to exit before it serves
+// (a failed check at start); returns its output and sets *exitCode (-1 when
+// it did not exit). A derpd that serves instead is a test failure.
+std::string runDerpdExpectingExit(const std::vector<std::string>& args, int* exitCode);
+
 // The pid derpd logged ("started <role> (pid N)") for its n-th start of
 // `role` (1-based), or -1.
 pid_t startedPid(const WorkerProcess& derpd, const std::string& role, int nth);

@@ -44,6 +44,21 @@ TEST(OnceTable, RowsSortedWithResultsAndErrors) {
   EXPECT_FALSE(allGood({}));
 }
 
+// Loopback latencies are often under a millisecond: microseconds, not "0s".
+TEST(OnceTable, SubMillisecondLatenciesInMicroseconds) {
+  ProbeInfo fast = info("derp/loc/a/tls", ProbeStatus::Succeeded);
+  fast.latency = std::chrono::microseconds(412);
+  ProbeInfo slow = info("derp/loc/b/tls", ProbeStatus::Succeeded);
+  slow.latency = std::chrono::microseconds(1349);
+  const std::string t = onceTable({fast, slow});
+  EXPECT_NE(t.find("412µs"), std::string::npos) << t;
+  EXPECT_NE(t.find("1.3ms"), std::string::npos) << t;
+  EXPECT_EQ(t.find(" 0s"), std::string::npos) << t;
+  fast.recentLatencies = {fast.latency};
+  const std::string page = statusPage({fast}, SysClock::now());
+  EXPECT_NE(page.find("412µs (median 412µs)"), std::string::npos) << page;
+}
+
 TEST(StatusPage, HeadlineTableAndEscaping) {
   auto ok = info("derp/loc/a/a/mesh", ProbeStatus::Succeeded, "", milliseconds(7));
   auto bad = info("derp/loc/<b>/tls", ProbeStatus::Failed, "x < y & \"z\"");

@@ -121,7 +121,7 @@ TEST(ConfigDefaults, MeshPskFileSearch) {
 TEST(ConfigDefaults, KeyNamesSortedAndComplete) {
   const auto& names = keyNames();
   EXPECT_TRUE(std::is_sorted(names.begin(), names.end()));
-  EXPECT_EQ(names.size(), 50u);
+  EXPECT_EQ(names.size(), 51u);
   for (const char* k : {"a", "http-port", "stun-port", "stun", "derp", "dev", "c", "certmode",
                         "certdir", "hostname", "mesh-psk-file", "mesh-with", "bootstrap-dns-names",
                         "unpublished-bootstrap-dns-names", "verify-clients", "verify-client-url",
@@ -177,7 +177,9 @@ TEST_F(ConfigFlags, BoolRules) {
   EXPECT_EQ(r.error(), "unexpected argument \"false\" (derpd takes only flags)");
   r = load({"-dev=yes"});
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error(), "invalid boolean value \"yes\" for -dev: parse error");
+  EXPECT_EQ(r.error(),
+            "invalid boolean value \"yes\" for -dev: parse error (want true or false; also 1, 0, t, f, T, F, TRUE, "
+            "FALSE, True, False)");
   for (const char* t : {"1", "t", "T", "true", "TRUE", "True"}) EXPECT_TRUE(*parseGoBool(t)) << t;
   for (const char* f : {"0", "f", "F", "false", "FALSE", "False"}) EXPECT_FALSE(*parseGoBool(f)) << f;
   EXPECT_FALSE(parseGoBool("tRuE").ok());
@@ -411,7 +413,7 @@ TEST(ConfigFile, CommentsQuotesWhitespace) {
       "accept-connection-limit = +Inf";          // no final newline
   auto c = parseConfigText(text, "derpd.conf", testEnv());
   ASSERT_FALSE(c.ok());  // user must not be empty
-  EXPECT_EQ(c.error(), "-user must not be empty");
+  EXPECT_EQ(c.error(), "derpd.conf:11: user must not be empty");  // named where it was set
 
   Config cfg = defaultConfig(testEnv());
   ASSERT_TRUE(applyConfigText(cfg, text, "derpd.conf").ok());
@@ -445,7 +447,9 @@ TEST(ConfigFile, ErrorsNameFileAndLine) {
       {" = x\n", "derpd.conf:1: missing key before '='"},
       {"http-port = 8o\n", "derpd.conf:1: invalid value \"8o\" for key \"http-port\": parse error"},
       {"dev\n", "derpd.conf:1: expected \"key = value\""},
-      {"dev =\n", "derpd.conf:1: invalid value \"\" for key \"dev\": parse error"},
+      {"dev =\n",
+       "derpd.conf:1: invalid value \"\" for key \"dev\": parse error (want true or false; also 1, 0, t, f, T, F, "
+       "TRUE, FALSE, True, False)"},
       {"tcp-keepalive-time = 10\n", "derpd.conf:1: invalid value \"10\" for key \"tcp-keepalive-time\": time: missing unit in duration \"10\""},
       {"hostname = \"abc\n", "derpd.conf:1: unterminated quoted value for key \"hostname\""},
       {"hostname = \"abc\\\n", "derpd.conf:1: unterminated quoted value for key \"hostname\""},
@@ -457,9 +461,12 @@ TEST(ConfigFile, ErrorsNameFileAndLine) {
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_EQ(r.error(), c.err);
   }
-  // Validation errors after a clean parse carry no line.
-  auto r = parseConfigText("certmode = gcp\n", "derpd.conf", testEnv());
-  EXPECT_EQ(r.error(), "-certmode \"gcp\" unsupported (manual or letsencrypt)");
+  // Validation errors after a clean parse name the line the value came from
+  // (not a flag the user never passed).
+  auto r = parseConfigText("# x\ncertmode = gcp\n", "derpd.conf", testEnv());
+  EXPECT_EQ(r.error(), "derpd.conf:2: certmode \"gcp\" unsupported (manual or letsencrypt)");
+  r = parseConfigText("log-level = verbose\n", "derpd.conf", testEnv());
+  EXPECT_EQ(r.error(), "derpd.conf:1: log-level \"verbose\": want trace, debug, info, warn or error");
 }
 
 TEST_F(ConfigFlags, PrecedenceFlagOverFileOverDefault) {
@@ -487,7 +494,10 @@ TEST_F(ConfigFlags, PrecedenceFlagOverFileOverDefault) {
   // A flag value can satisfy a cross-key rule the file alone breaks, and the
   // rule is checked on the merged result.
   const std::string mesh = write("mesh.conf", "mesh-with = peer.example\n");
-  EXPECT_EQ(loadConfig({"--config", mesh}, testEnv()).error(), "-mesh-with requires -mesh-psk-file");
+  EXPECT_EQ(loadConfig({"--config", mesh}, testEnv()).error(), mesh + ":1: mesh-with requires -mesh-psk-file");
+  // The same value from a flag is named by the flag.
+  EXPECT_EQ(loadConfig({"--config", "/dev/null", "-mesh-with", "peer.example"}, testEnv()).error(),
+            "-mesh-with requires -mesh-psk-file");
   EXPECT_TRUE(loadConfig({"--config", mesh, "-mesh-psk-file=/k"}, testEnv()).ok());
 }
 
@@ -591,7 +601,7 @@ TEST(ConfigValidate, AcmeChallengeList) {
     EXPECT_FALSE(parseAcmeChallenges(bad).ok()) << bad;
     auto cfg = parseConfigText(std::string("acme-challenges = \"") + bad + "\"\n", "derpd.conf");
     ASSERT_FALSE(cfg.ok()) << bad;
-    EXPECT_NE(cfg.error().find("-acme-challenges"), std::string::npos) << cfg.error();
+    EXPECT_NE(cfg.error().find("derpd.conf:1: acme-challenges"), std::string::npos) << cfg.error();
   }
 }
 

@@ -25,7 +25,7 @@ MetricsReport sample(MetricsReport*) {
   return MetricsReport{{metric("accepts", 12, MetricType::Counter),
                         metric("derpd_stun_requests", 3.5, MetricType::Gauge, "family=\"ipv6\"")}};
 }
-MetricsSnapshotRequest sample(MetricsSnapshotRequest*) { return MetricsSnapshotRequest{}; }
+MetricsSnapshotRequest sample(MetricsSnapshotRequest*) { return MetricsSnapshotRequest{1234}; }
 CertUpdate sample(CertUpdate*) {
   return CertUpdate{"-----BEGIN CERTIFICATE-----\n...", "-----BEGIN PRIVATE KEY-----\n...", "1D3A5", 1795000000,
                     "manual /etc/derpd/certs/derp.example.com.crt"};
@@ -34,6 +34,14 @@ AcmeChallenge sample(AcmeChallenge*) {
   return AcmeChallenge{true, "tls-alpn-01", "derp.example.com", "tok-en_1", "", "CERT", "KEY"};
 }
 AcmeChallengeReady sample(AcmeChallengeReady*) { return AcmeChallengeReady{"tok-en_1", false, "bad key"}; }
+ManualCertFiles sample(ManualCertFiles*) {
+  return ManualCertFiles{"reload",
+                         ManualCertFile{"/etc/letsencrypt/live/derp.example.com/derp.example.com.crt",
+                                        "-----BEGIN CERTIFICATE-----\n...", false, ""},
+                         ManualCertFile{"/etc/letsencrypt/live/derp.example.com/derp.example.com.key", "", false,
+                                        "Permission denied"}};
+}
+ManualCertFilesRequest sample(ManualCertFilesRequest*) { return ManualCertFilesRequest{"certificate files changed"}; }
 VerifyRequest sample(VerifyRequest*) {
   return VerifyRequest{77, "nodekey:" + std::string(64, 'a'), "2001:db8::1"};
 }

@@ -51,11 +51,17 @@ TEST(IpcPolicy, SizeLimits) {
   EXPECT_NE(r.error().find("bytes > 64"), std::string::npos) << r.error();
   // Realistic bodies fit their rows.
   EXPECT_LE(encodeBody(Shutdown{0xffffffff}).size(), rule->maxBodyBytes);
+  // Two manual certificate files at their read limit fit ManualCertFiles.
+  ManualCertFiles files{"certificate files changed",
+                        ManualCertFile{std::string(1000, '/'), std::string(kMaxManualCertFile, 'c'), false, ""},
+                        ManualCertFile{std::string(1000, '/'), std::string(kMaxManualCertFile, 'k'), false, ""}};
+  EXPECT_LE(encodeBody(files).size(),
+            findPolicy(MsgType::ManualCertFiles, Role::Supervisor, Role::CertAgent)->maxBodyBytes);
   EXPECT_LE(encodeBody(Hello{Role::MeshHelper, std::string(200, 'b'), kIpcVersion}).size(),
             findPolicy(MsgType::Hello, Role::MeshHelper, Role::Supervisor)->maxBodyBytes);
   EXPECT_EQ(maxBodyFor(Role::DerpWorker), kMaxBodyBytes);
   EXPECT_EQ(maxBodyFor(Role::Supervisor), 512u * 1024u);  // CertUpdate from cert-agent
-  EXPECT_EQ(maxBodyFor(Role::CertAgent), 4096u);          // Reload, AcmeChallengeReady
+  EXPECT_EQ(maxBodyFor(Role::CertAgent), 512u * 1024u);   // ManualCertFiles (a chain and a key)
   EXPECT_EQ(maxBodyFor(Role::MeshHelper), 4096u);         // Reload, VerifyRequest
   EXPECT_EQ(maxBodyFor(Role::StunWorker), 4096u);  // Reload
 }
