@@ -5,20 +5,32 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Uni
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build run test test-unit test-asan test-tsan test-fuzz fuzz package clean
+.PHONY: all deps configure build release run test test-unit test-asan test-tsan test-fuzz fuzz package clean
 
 all: build
 
 deps:
 	@scripts/install-deps
 
-build: deps
-	@cmake -S . -B build -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+# The project's own builds treat warnings as errors (DERPD_WERROR); a
+# packager's cmake does not.
+configure: deps
+	@cmake -S . -B build -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDERPD_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+
+build: configure
 	@cmake --build build -j $(JOBS)
 
-# Starts the relay in dev mode on 127.0.0.1 (plain HTTP, no config file).
-run: build
+# Starts the relay in dev mode on 127.0.0.1 (plain HTTP, no config file),
+# building only what it runs: derpd and its roles, not the test suite.
+# DERPD_DEV_ADDR and DERPD_DEV_STUN_PORT pick the ports (scripts/run-dev).
+run: configure
+	@cmake --build build -j $(JOBS) --target derpd derp-worker stun-worker cert-agent mesh-helper derpd-probe
 	@scripts/run-dev build/bin
+
+# A packager's build: Release, no -Werror, no tests (CI builds it with g++).
+release: deps
+	@cmake -S . -B build-release -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Release -DDERPD_TESTS=OFF $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-release -j $(JOBS)
 
 # Unit + integration tests (g++ build), then every fuzz target for a few seconds.
 test: build
@@ -27,7 +39,7 @@ test: build
 
 # The same unit and integration tests under AddressSanitizer + UBSan (clang).
 test-asan: deps
-	@cmake -S . -B build-asan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_SANITIZE=ON \
+	@cmake -S . -B build-asan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_SANITIZE=ON -DDERPD_WERROR=ON \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	ctest --test-dir build-asan --output-on-failure -j $(JOBS) --timeout 900
@@ -39,7 +51,7 @@ test-asan: deps
 # .ci/run runs it after test-asan.
 TSAN_TESTS ?= RelayTest|SlowReceiverTest|DupKeyTest|PeerGoneTest|MeshTest|MeshClusterTest|Registry|BootstrapThread|LimitsTest
 test-tsan: deps
-	@cmake -S . -B build-tsan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_TSAN=ON \
+	@cmake -S . -B build-tsan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_TSAN=ON -DDERPD_WERROR=ON \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS) --target derpd derp-worker stun-worker cert-agent mesh-helper \
 	  derp_worker_unit_tests derpd_integration_tests
@@ -49,7 +61,7 @@ test-tsan: deps
 # libFuzzer targets, each run for FUZZ_SECONDS (a smoke run in `make test`).
 FUZZ_SECONDS ?= 5
 test-fuzz: deps
-	@cmake -S . -B build-fuzz -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDERPD_FUZZ=ON \
+	@cmake -S . -B build-fuzz -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDERPD_FUZZ=ON -DDERPD_WERROR=ON \
 	  -DDERPD_FUZZ_SECONDS=$(FUZZ_SECONDS) -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 	@cmake --build build-fuzz -j $(JOBS)
 	ctest --test-dir build-fuzz --output-on-failure -j $(JOBS)
@@ -64,4 +76,4 @@ package: build
 	@ls -1t $(CURDIR)/build/package/*.deb | head -n 1
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-release
