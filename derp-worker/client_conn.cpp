@@ -109,7 +109,10 @@ void Conn::start() {
   deadline_ = loop_.now() + kHttpDeadline;
   interest_ = EPOLLIN;
   if (!loop_.addFd(fd_, interest_, this)) {
-    LOG_WARN("conn {}: epoll add: {}", connNum_, std::strerror(errno));
+    static log::Repeats repeats(std::chrono::seconds(1));  // per connection: bounded
+    if (auto skipped = repeats.admit())
+      LOG_WARN("conn {}: epoll add: {}{}", connNum_, std::strerror(errno),
+               *skipped ? " (" + std::to_string(*skipped) + " more since the last line)" : "");
     close(CloseReason::ReadError);
     return;
   }
@@ -696,9 +699,14 @@ void Conn::onAdmission(const std::string& verdict, const std::string& reason) {
   } else {
     allow = failOpen;
     (allow ? st.admissionFailOpen : st.admissionFailClosed).add();
-    LOG_WARN("conn {}: client {} from {}: no admission answer ({}); {} (-verify-client-url-fail-open={})",
-             connNum_, key_.toText(), peerIpText_, reason, allow ? "admitting it" : "refusing it",
-             failOpen ? "true" : "false");
+    // Per connection while mesh-helper is down: bounded (the counters have
+    // every one).
+    static log::Repeats repeats(std::chrono::seconds(1));
+    if (auto skipped = repeats.admit())
+      LOG_WARN("conn {}: client {} from {}: no admission answer ({}); {} (-verify-client-url-fail-open={}){}",
+               connNum_, key_.toText(), peerIpText_, reason, allow ? "admitting it" : "refusing it",
+               failOpen ? "true" : "false",
+               *skipped ? " (" + std::to_string(*skipped) + " more since the last line)" : "");
   }
   if (!allow) {
     if (verdict == "deny") LOG_INFO("conn {}: client {} from {} rejected: {}", connNum_, key_.toText(), peerIpText_, reason);

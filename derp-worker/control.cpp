@@ -33,6 +33,7 @@ Result<void> Control::poll() {
 void Control::requestSnapshot() {
   ipc::MetricsSnapshotRequest req;
   req.clients = uint64_t(std::max<int64_t>(0, int64_t(server_.gauges().currentConnections.load())));
+  req.loopTicks = server_.loopTicks();
   ipc::SendResult r = ch_.send(ipc::Role::Supervisor, req, nextRequestId_++);
   // A full queue means derpd is busy: the next request supersedes this one.
   if (!r.ok()) LOG_DEBUG("metrics snapshot request: {}", r.error);

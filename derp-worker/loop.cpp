@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -49,7 +50,28 @@ bool Loop::modFd(int fd, uint32_t events, IoHandler* h) {
   return ::epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0;
 }
 
-void Loop::delFd(int fd) { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+void Loop::delFd(int fd) {
+  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  std::erase_if(paused_, [fd](const PausedFd& p) { return p.fd == fd; });
+}
+
+void Loop::pauseFd(int fd, uint32_t events, IoHandler* h, TimePoint until) {
+  ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  std::erase_if(paused_, [fd](const PausedFd& p) { return p.fd == fd; });
+  paused_.push_back({fd, events, h, until});
+}
+
+void Loop::resumePaused() {
+  for (size_t i = 0; i < paused_.size();) {
+    if (paused_[i].until <= now_) {
+      const PausedFd p = paused_[i];
+      paused_.erase(paused_.begin() + long(i));
+      if (!addFd(p.fd, p.events, p.handler)) LOG_WARN("loop {}: epoll_ctl add {}: {}", index_, p.fd, std::strerror(errno));
+      continue;
+    }
+    ++i;
+  }
+}
 
 Conn* Loop::adopt(std::unique_ptr<Conn> c) {
   Conn* raw = c.get();
@@ -163,8 +185,10 @@ int Loop::nextTimeoutMs() const {
     std::lock_guard lk(const_cast<std::mutex&>(inboxMu_));
     if (!inbox_.empty() || !tasks_.empty()) return 0;
   }
-  if (timers_.empty()) return 1000;
-  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(timers_.top().when - Clock::now()).count();
+  TimePoint next = Clock::now() + std::chrono::seconds(1);
+  if (!timers_.empty()) next = std::min(next, timers_.top().when);
+  for (const PausedFd& p : paused_) next = std::min(next, p.until);
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count();
   if (d < 0) return 0;
   if (d > 1000) return 1000;
   return int(d) + 1;
@@ -206,6 +230,7 @@ void Loop::run() {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
   while (!stopping_.load(std::memory_order_relaxed)) {
+    ticks_.store(ticks_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     int n = ::epoll_wait(epfd_, events, kMaxEvents, nextTimeoutMs());
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -226,6 +251,7 @@ void Loop::run() {
     }
     drainInbox();
     runTimers();
+    if (!paused_.empty()) resumePaused();
     drainInbox();
     // Deferred deletion: every cross-thread reference to these connections
     // was dropped when they left the registry, and any schedule() made

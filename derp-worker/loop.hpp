@@ -60,6 +60,11 @@ class Loop {
   bool addFd(int fd, uint32_t events, IoHandler* h);
   bool modFd(int fd, uint32_t events, IoHandler* h);
   void delFd(int fd);
+  // Takes `fd` out of epoll until `until`, then adds it back with `events`
+  // (loop thread): a listener that fails with EMFILE stays readable, and
+  // level-triggered epoll would wake the loop for it without end. delFd()
+  // of a paused fd cancels the resume.
+  void pauseFd(int fd, uint32_t events, IoHandler* h, TimePoint until);
 
   // Takes ownership of a new connection (loop thread).
   Conn* adopt(std::unique_ptr<Conn> c);
@@ -91,6 +96,9 @@ class Loop {
   void drainAll(const std::vector<int>& listenFds, uint32_t reconnectInMs, uint32_t tryForMs);
   // Connections alive on this loop; readable from any thread.
   size_t liveConns() const { return live_.load(std::memory_order_relaxed); }
+  // Iterations of run() so far (any thread): derpd's watchdog sees a loop
+  // that stopped making progress.
+  uint64_t ticks() const { return ticks_.load(std::memory_order_relaxed); }
   // max-handshakes bookkeeping (loop thread): a connection starts or ends
   // its pending time (Conn::markPending), and the oldest pending one on
   // this loop can be closed to make room. False when this loop has none.
@@ -108,6 +116,7 @@ class Loop {
   void wake();
   void drainInbox();
   void runTimers();
+  void resumePaused();
   int nextTimeoutMs() const;
 
   Server& server_;
@@ -138,6 +147,13 @@ class Loop {
     bool operator>(const TimerEntry& o) const { return when > o.when; }
   };
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timers_;
+  struct PausedFd {
+    int fd;
+    uint32_t events;
+    IoHandler* handler;
+    TimePoint until;
+  };
+  std::vector<PausedFd> paused_;  // loop thread; a listener or two at most
 
   // Cross-thread inbox, guarded by inboxMu_.
   std::mutex inboxMu_;
@@ -145,6 +161,7 @@ class Loop {
   std::vector<std::function<void()>> tasks_;
   std::atomic<bool> wakePending_{false};
   std::atomic<size_t> live_{0};  // mirrors conns_.size()
+  std::atomic<uint64_t> ticks_{0};  // written by the loop thread only
 };
 
 }  // namespace derpd::worker

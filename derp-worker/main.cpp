@@ -357,6 +357,7 @@ int main(int argc, char** argv) {
   if (control) {
     if (auto r = control->send(ipc::Role::Supervisor, ipc::Ready{::getpid()}); !r.ok())
       return fail("control: Ready: " + r.error);
+    if (opts->stallLoopForTestMs > 0) server.stallLoopForTest(0, opts->stallLoopForTestMs);
     int sigFd = ::signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sigFd < 0) return fail(std::string("signalfd: ") + std::strerror(errno));
     auto r = controlLoop(*control, server, sigFd, opts->drainTimeout);

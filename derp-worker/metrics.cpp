@@ -47,6 +47,18 @@ const char* acceptRejectName(AcceptReject r) {
   return "unknown";
 }
 
+const char* acceptErrorName(AcceptError e) {
+  switch (e) {
+    case AcceptError::Emfile: return "EMFILE";
+    case AcceptError::Enfile: return "ENFILE";
+    case AcceptError::Enobufs: return "ENOBUFS";
+    case AcceptError::Enomem: return "ENOMEM";
+    case AcceptError::Other: return "other";
+    case AcceptError::kCount: break;
+  }
+  return "unknown";
+}
+
 static std::string fmtDouble(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.17g", v);

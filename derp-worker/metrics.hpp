@@ -64,6 +64,11 @@ enum class AcceptReject : uint8_t {
 };
 const char* acceptRejectName(AcceptReject r);
 
+// accept(2) failures that mean "out of a resource" (derpd_accept_errors):
+// the listener is paused for a back-off instead of spinning on it.
+enum class AcceptError : uint8_t { Emfile, Enfile, Enobufs, Enomem, Other, kCount };
+const char* acceptErrorName(AcceptError e);
+
 enum class TlsVersionLabel : uint8_t { V10, V11, V12, V13, Unknown, kCount };
 
 struct LoopStats {
@@ -88,6 +93,7 @@ struct LoopStats {
   Counter tlsHandshakeErrors;
   Counter tlsAccepted;        // tls_listener_accepted_connections
   std::array<Counter, size_t(AcceptReject::kCount)> acceptRejected;
+  std::array<Counter, size_t(AcceptError::kCount)> acceptErrors;
   std::array<Counter, size_t(TlsVersionLabel::kCount)> tlsRequestVersion;
   std::atomic<double> avgQueueMs{0};  // EMA α=0.1 over this loop's packets (single writer)
 

@@ -83,6 +83,10 @@ const config::GoFlagTable<Options>& flags() {
          auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.verifyViaControl = *b; return {}; }}},
       {"verify-client-url-fail-open", {true, [](Options& o, const std::string& v) -> Result<void> {
          auto b = config::flagBool(v); if (!b) return makeError(b.error()); o.verifyFailOpen = *b; return {}; }}},
+      {"stall-loop-for-test", {false, [](Options& o, const std::string& v) -> Result<void> {
+         auto i = config::flagInt(v); if (!i) return makeError(i.error());
+         if (*i <= 0 || *i > 3600 * 1000) return makeError("want a positive number of milliseconds");
+         o.stallLoopForTestMs = int(*i); return {}; }}},
     };
     config::addChildRoleFlags(t);
     return t;
@@ -184,6 +188,8 @@ Set by derpd when it runs derp-worker (inherited descriptors, sandbox):
                         does not
   -verify-client-url-fail-open=BOOL   with --verify-via-control: admit the
                         client when mesh-helper cannot answer (default true)
+  --stall-loop-for-test MS
+                        tests only: once ready, event loop 0 blocks for MS ms
   --tls-own-records=false  keep OpenSSL for every TLS connection's records
                         (default true: after a TLS 1.3 handshake OpenSSL's
                         connection object is freed and derp-worker seals and

@@ -60,6 +60,9 @@ struct Options {
   bool verifyFailOpen = true;         // -verify-client-url-fail-open
   std::string user;                   // --user: drop to this user (when root)
   std::string chrootDir;              // --chroot: empty directory to chroot into
+  // --stall-loop-for-test MS: tests only; once Ready, event loop 0 blocks
+  // for MS ms (derpd's child-watchdog must notice).
+  int stallLoopForTestMs = 0;
 };
 
 // Parses argv (without argv[0]). Errors name the flag.

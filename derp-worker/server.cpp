@@ -20,6 +20,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <thread>
 #include <set>
 #include <string_view>
 
@@ -35,20 +36,39 @@ namespace derpd::worker {
 struct Server::Acceptor final : IoHandler {
   Acceptor(Server& s, Loop& l, int fd, bool tls, bool port80)
       : server(s), loop(l), fd(fd), tls(tls), port80(port80) {}
+  // Out of descriptors (or kernel memory), accept fails while the listener
+  // stays readable: level-triggered epoll would wake this loop for it at
+  // once, forever (a busy loop and a log flood). Go's http server backs off
+  // 5 ms doubling to 1 s; so does this, with the listener out of epoll
+  // meanwhile, and the back-off resets after an accept that works.
+  static constexpr std::chrono::milliseconds kBackoffMin{5};
+  static constexpr std::chrono::milliseconds kBackoffMax{1000};
+
   void onIo(uint32_t) override {
     for (int i = 0; i < 64; ++i) {
       sockaddr_storage peer{};
       socklen_t len = sizeof peer;
       int c = ::accept4(fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (c < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return;
-        if (errno == EMFILE || errno == ENFILE) {
-          LOG_WARN("accept: {} (out of file descriptors)", std::strerror(errno));
-          return;
+        const int e = errno;
+        if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED) return;
+        AcceptError kind = AcceptError::Other;
+        if (e == EMFILE) kind = AcceptError::Emfile;
+        if (e == ENFILE) kind = AcceptError::Enfile;
+        if (e == ENOBUFS) kind = AcceptError::Enobufs;
+        if (e == ENOMEM) kind = AcceptError::Enomem;
+        loop.stats().acceptErrors[size_t(kind)].add();
+        backoff = backoff.count() == 0 ? kBackoffMin : std::min(backoff * 2, kBackoffMax);
+        if (auto suppressed = acceptLog().admit()) {
+          LOG_WARN("accept on {}: {}{}; not accepting for {} ms{}", port80 ? "the port-80 listener" : "the DERP listener",
+                   std::strerror(e), kind == AcceptError::Other ? "" : " (out of a resource: descriptors or memory)",
+                   backoff.count(),
+                   *suppressed ? " (" + std::to_string(*suppressed) + " more such failures since the last line)" : "");
         }
-        LOG_WARN("accept: {}", std::strerror(errno));
+        loop.pauseFd(fd, EPOLLIN | EPOLLEXCLUSIVE, this, loop.now() + backoff);
         return;
       }
+      backoff = std::chrono::milliseconds(0);
       if (!port80 && !server.admitAccepted(loop)) {
         ::close(c);  // as derper's limiter: accepted, then closed at once
         continue;
@@ -77,11 +97,17 @@ struct Server::Acceptor final : IoHandler {
       conn->start();
     }
   }
+  // One line a second at most for every acceptor of the process together.
+  static log::Repeats& acceptLog() {
+    static log::Repeats r(std::chrono::seconds(1));
+    return r;
+  }
   Server& server;
   Loop& loop;
   int fd;
   bool tls;
   bool port80;
+  std::chrono::milliseconds backoff{0};  // loop thread
 };
 
 AcceptLimiter::AcceptLimiter(double rate, int64_t burst)
@@ -483,6 +509,19 @@ std::string Server::bootstrapDnsBody(std::string_view q, const std::string& peer
   return cfg_.bootstrapDns->handle(q, ClientIp::parse(peerIp)).body;
 }
 
+std::vector<uint64_t> Server::loopTicks() const {
+  std::vector<uint64_t> v;
+  v.reserve(loops_.size());
+  for (const auto& l : loops_) v.push_back(l->ticks());
+  return v;
+}
+
+void Server::stallLoopForTest(size_t index, int ms) {
+  if (index >= loops_.size()) return;
+  LOG_WARN("test hook: event loop {} stalls for {} ms", index, ms);
+  loops_[index]->post([ms] { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+}
+
 uint64_t Server::totalAccepts() const {
   uint64_t s = 0;
   for (const auto& l : loops_) s += l->stats().accepts.get();
@@ -580,6 +619,12 @@ void Server::collectMetrics(MetricSink& w) const {
                           sum([i](const LoopStats& st) -> const Counter& { return st.acceptRejected[i]; }));
   }
   w.labeledCounter("derpd_accept_rejected", "counter_derpd_accept_rejected", "reason", rejected);
+  std::vector<std::pair<std::string, uint64_t>> acceptErrors;
+  for (size_t i = 0; i < size_t(AcceptError::kCount); ++i) {
+    acceptErrors.emplace_back(acceptErrorName(AcceptError(i)),
+                              sum([i](const LoopStats& st) -> const Counter& { return st.acceptErrors[i]; }));
+  }
+  w.labeledCounter("derpd_accept_errors", "counter_derpd_accept_errors", "errno", acceptErrors);
   w.gauge("derpd_handshakes_pending", "gauge_derpd_handshakes_pending", pendingConns_.load());
   w.counter("derpd_http_requests", "counter_derpd_http_requests", SUM(httpRequests));
   w.counter("derpd_http_head_too_large", "counter_derpd_http_head_too_large", SUM(httpHeadTooLarge));

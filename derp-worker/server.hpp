@@ -135,6 +135,10 @@ class Server {
   const ServerGauges& gauges() const { return gauges_; }
   // derp_accepts summed over the loops (any thread).
   uint64_t totalAccepts() const;
+  // Each loop's iteration count (any thread), for derpd's watchdog.
+  std::vector<uint64_t> loopTicks() const;
+  // Test hook: blocks loop `index` for `ms` (posted to it; any thread).
+  void stallLoopForTest(size_t index, int ms);
   uint64_t nextConnNum() { return connNum_.fetch_add(1) + 1; }
   // Average of the loops' queue-duration EMAs (ms).
   double averageQueueMs() const;

@@ -1,7 +1,9 @@
 // derpd: the supervisor process (see supervisor.hpp). Reads derper's flags
 // and /etc/derpd/derpd.conf, opens the privileged resources, runs the roles.
 #include <cstdio>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,7 +18,16 @@ using namespace derpd;
 
 namespace {
 
-constexpr std::string_view kStunForbiddenSyscallFlag = "stun-forbidden-syscall-after-for-test";
+// derpd's test-only flags (not config keys, not in --help), each taking a
+// number of milliseconds and passed on to one role's first start.
+struct TestFlag {
+  std::string_view name;
+  int supervisor::TestHooks::*field;
+};
+constexpr TestFlag kTestFlags[] = {
+    {"stun-forbidden-syscall-after-for-test", &supervisor::TestHooks::stunForbiddenSyscallAfterMs},
+    {"stall-derp-loop-for-test", &supervisor::TestHooks::stallDerpLoopForTestMs},
+};
 
 // Takes derpd's test-only flags out of args (they are not config keys, so
 // loadConfig and the reloads never see them): -name MS, -name=MS, --name ...
@@ -30,27 +41,31 @@ Result<supervisor::TestHooks> takeTestFlags(std::vector<std::string>& args) {
     } else if (body.rfind('-', 0) == 0) {
       body.remove_prefix(1);
     }
-    if (body.size() == args[i].size() || body.rfind(kStunForbiddenSyscallFlag, 0) != 0) {
+    const TestFlag* flag = nullptr;
+    std::string_view rest;
+    for (const TestFlag& f : kTestFlags) {
+      if (body.size() != args[i].size() && body.rfind(f.name, 0) == 0) {
+        rest = body.substr(f.name.size());
+        if (rest.empty() || rest[0] == '=') flag = &f;
+      }
+    }
+    if (!flag) {
       ++i;
       continue;
     }
-    std::string_view rest = body.substr(kStunForbiddenSyscallFlag.size());
     std::string value;
     size_t take = 1;
     if (rest.empty()) {
-      if (i + 1 >= args.size()) return makeError("flag needs an argument: -" + std::string(kStunForbiddenSyscallFlag));
+      if (i + 1 >= args.size()) return makeError("flag needs an argument: -" + std::string(flag->name));
       value = args[i + 1];
       take = 2;
-    } else if (rest[0] == '=') {
-      value = std::string(rest.substr(1));
     } else {
-      ++i;  // another flag with this prefix
-      continue;
+      value = std::string(rest.substr(1));
     }
     auto ms = config::parseGoInt(value);
     if (!ms || *ms <= 0 || *ms > 3600 * 1000)
-      return makeError("invalid value \"" + value + "\" for flag -" + std::string(kStunForbiddenSyscallFlag));
-    hooks.stunForbiddenSyscallAfterMs = int(*ms);
+      return makeError("invalid value \"" + value + "\" for flag -" + std::string(flag->name));
+    hooks.*(flag->field) = int(*ms);
     args.erase(args.begin() + long(i), args.begin() + long(i + take));
   }
   return hooks;
@@ -89,6 +104,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "derpd: %s\n", v.error().c_str());
     return supervisor::kExitConfig;
   }
+  if (!cfg->logFile.empty()) {
+    // A log file that cannot be opened at start is a configuration error
+    // (later, a full disk or a failed reopen falls back to stderr).
+    std::FILE* f = std::fopen(cfg->logFile.c_str(), "ae");
+    if (!f) {
+      std::fprintf(stderr, "derpd: %s: %s\n", config::describeSetting(*cfg, "log-file").c_str(), std::strerror(errno));
+      return supervisor::kExitConfig;
+    }
+    std::fclose(f);
+  }
   const log::Format format = log::resolveFormat(cfg->logFormat, !cfg->logFile.empty());
   log::init("derpd", cfg->logLevel, cfg->logFile, format);
   // The children write to a pipe to derpd: they take derpd's format.
@@ -106,6 +131,8 @@ int main(int argc, char** argv) {
   if (hooks->stunForbiddenSyscallAfterMs > 0)
     LOG_WARN("test hook: stun-worker makes a forbidden system call {} ms after it starts",
              hooks->stunForbiddenSyscallAfterMs);
+  if (hooks->stallDerpLoopForTestMs > 0)
+    LOG_WARN("test hook: derp-worker's event loop 0 stalls for {} ms once it is ready", hooks->stallDerpLoopForTestMs);
   supervisor::Supervisor sup(*cfg, args, *hooks);
   if (auto r = sup.prepare(); !r) {
     LOG_ERR("{}", r.error());

@@ -170,6 +170,15 @@ std::chrono::milliseconds restartDelay(int failures) {
 Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args, TestHooks hooks)
     : cfg_(std::move(cfg)), args_(std::move(args)), hooks_(hooks) {
   applyDevDefaults(cfg_);
+  // sd_watchdog_enabled(3): WATCHDOG_USEC, for this pid when WATCHDOG_PID
+  // names one. Removed from the environment either way (children never ping).
+  if (const char* usec = std::getenv("WATCHDOG_USEC")) {
+    const char* pid = std::getenv("WATCHDOG_PID");
+    auto v = config::parseGoInt(usec);
+    if (v && *v > 0 && (!pid || std::to_string(::getpid()) == pid)) systemdWatchdog_ = std::chrono::microseconds(*v);
+  }
+  ::unsetenv("WATCHDOG_USEC");
+  ::unsetenv("WATCHDOG_PID");
   // The spawn table. Roles arrive here as they are built (stun-worker,
   // cert-agent, mesh-helper, monitor).
   table_.push_back(RoleSpec{
@@ -206,6 +215,11 @@ Supervisor::Supervisor(config::Config cfg, std::vector<std::string> args, TestHo
           const bool failOpen = cfg_.verifyClientUrlFailOpen && !cfg_.verifyClientUrl.empty() && !cfg_.verifyClients;
           a.insert(a.end(), {"--verify-via-control",
                              "-verify-client-url-fail-open=" + std::string(failOpen ? "true" : "false")});
+        }
+        if (hooks_.stallDerpLoopForTestMs > 0) {
+          // The first start only: the restarted derp-worker serves normally.
+          a.insert(a.end(), {"--stall-loop-for-test", std::to_string(hooks_.stallDerpLoopForTestMs)});
+          hooks_.stallDerpLoopForTestMs = 0;
         }
         if (dropPrivileges_) a.insert(a.end(), {"--user", cfg_.user, "--chroot", emptyDir_});
         return a;
@@ -734,6 +748,10 @@ Result<void> Supervisor::spawn(Child& c) {
   c.pid = pid;
   c.ready = false;
   c.startedAt = Clock::now();
+  c.lastHeard = c.startedAt;
+  c.loopTicks.clear();
+  c.loopProgress.clear();
+  c.watchdogReason.clear();
   // Before the loop polls again: from now on only this process is c's role.
   control_->expectPeer(c.spec->role, pid);
   LOG_INFO("started {} (pid {})", c.name(), pid);
@@ -770,7 +788,11 @@ void Supervisor::onChildExit(Child& c, int status) {
     LOG_INFO("{} {}", c.name(), describeStatus(status));
     return;
   }
-  LOG_ERR("{} {}; restarting it", c.name(), describeStatus(status));
+  if (!c.watchdogReason.empty()) {
+    LOG_ERR("{} {} (child-watchdog: {}); restarting it", c.name(), describeStatus(status), c.watchdogReason);
+  } else {
+    LOG_ERR("{} {}; restarting it", c.name(), describeStatus(status));
+  }
   notifyState();
   c.quickFailures = ran < kQuickExit ? c.quickFailures + 1 : 0;
   if (c.quickFailures >= kMaxQuickFailures && c.spec->required) {
@@ -896,6 +918,43 @@ void Supervisor::reload() {
   if (tls_ && cfg_.certMode == "manual") sendManualCertFiles("reload");
 }
 
+void Supervisor::checkWatchdog(Clock::time_point now) {
+  const auto limit = std::chrono::duration_cast<Clock::duration>(cfg_.childWatchdog);
+  bool answering = true;
+  for (Child& c : children_) {
+    if (c.pid <= 0) {
+      if (c.spec->required) answering = false;
+      continue;
+    }
+    if (!c.watchdogReason.empty() || limit.count() == 0) continue;  // killed, not reaped yet; or off
+    std::string why;
+    if (now - c.lastHeard > limit) {
+      why = "sent nothing on the control socket for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - c.lastHeard).count()) + " s";
+    }
+    for (size_t i = 0; why.empty() && i < c.loopProgress.size(); ++i) {
+      if (now - c.loopProgress[i] > limit) {
+        why = "event loop " + std::to_string(i) + " made no progress for " +
+              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - c.loopProgress[i]).count()) +
+              " s";
+      }
+    }
+    if (why.empty()) continue;
+    LOG_ERR("{} (pid {}) {} (child-watchdog {}): killing it with SIGKILL", c.name(), c.pid, why,
+            config::formatGoDuration(cfg_.childWatchdog));
+    c.watchdogReason = why;
+    ::kill(c.pid, SIGKILL);
+    if (c.spec->required) answering = false;
+  }
+  // systemd's own watchdog of derpd (WatchdogSec=): pinged from this loop,
+  // and only while the children answer, so that a derpd that cannot keep
+  // them going is restarted as a whole.
+  if (systemdWatchdog_.count() > 0 && answering && now - lastWatchdogPing_ >= systemdWatchdog_ / 2) {
+    notifier_.notify("WATCHDOG=1");
+    lastWatchdogPing_ = now;
+  }
+}
+
 void Supervisor::notifyState() {
   if (!notifier_.enabled() || stopping_) return;
   bool allReady = true;
@@ -967,6 +1026,17 @@ Result<void> Supervisor::onMetricsReport(Role from, const ipc::MetricsReport& ms
 
 Result<void> Supervisor::onSnapshotRequest(Role from, const ipc::MetricsSnapshotRequest& req) {
   clients_ = req.clients;
+  if (Child* c = childFor(from)) {
+    const auto now = Clock::now();
+    if (c->loopTicks.size() != req.loopTicks.size()) {
+      c->loopTicks = req.loopTicks;
+      c->loopProgress.assign(req.loopTicks.size(), now);
+    }
+    for (size_t i = 0; i < req.loopTicks.size(); ++i) {
+      if (req.loopTicks[i] != c->loopTicks[i]) c->loopProgress[i] = now;
+      c->loopTicks[i] = req.loopTicks[i];
+    }
+  }
   notifyState();
   ipc::MetricsSnapshotReply reply;
   ipc::RoleMetrics own{Role::Supervisor, {}};
@@ -1082,6 +1152,7 @@ void Supervisor::pollControl() {
     ipc::PollResult r = control_->poll(
         [this](Role from, const ipc::Envelope& env) {
           requestId_ = env.requestId;
+          if (Child* c = childFor(from); c && c->pid > 0) c->lastHeard = Clock::now();
           return ipc::dispatch(*this, kHandlers, from, env);
         },
         kControlBudget);
@@ -1205,6 +1276,7 @@ int Supervisor::run() {
       }
       continue;
     }
+    checkWatchdog(now);
     for (Child& c : children_) {
       if (c.pid < 0 && c.restartAt != Clock::time_point{} && now >= c.restartAt) {
         c.restartAt = {};

@@ -47,6 +47,9 @@ struct TestHooks {
   // first start as --forbidden-syscall-after-for-test, so its seccomp filter
   // kills it (and the restarted one runs normally).
   int stunForbiddenSyscallAfterMs = 0;
+  // --stall-derp-loop-for-test MS: passed to derp-worker's first start as
+  // --stall-loop-for-test, so that its event loop 0 blocks (child-watchdog).
+  int stallDerpLoopForTestMs = 0;
 };
 
 // One row of the spawn table.
@@ -75,6 +78,10 @@ struct Child {
   int logFd = -1;                 // read end of its stderr pipe
   std::string logPartial;         // an unfinished line from logFd
   std::string lastError;          // its last error-level log line's message, for "gives up"
+  Clock::time_point lastHeard{};  // its last control message (child-watchdog)
+  std::vector<uint64_t> loopTicks;              // derp-worker: each loop's count, as last reported
+  std::vector<Clock::time_point> loopProgress;  // when each last advanced
+  std::string watchdogReason;     // why the watchdog killed it (for the exit line); "" = it did not
   std::string name() const;
 };
 
@@ -124,6 +131,9 @@ class Supervisor {
   void sendManualCertFiles(const std::string& reason);
   // sd_notify: READY=1 once every required child is ready, STATUS= lines.
   void notifyState();
+  // child-watchdog: SIGKILL for a child (or a derp-worker loop) silent too
+  // long; and systemd's WATCHDOG=1 while every required child answers.
+  void checkWatchdog(Clock::time_point now);
   Result<void> prepareCertDir();
   Result<void> spawn(Child& c);
   void reap();
@@ -170,6 +180,8 @@ class Supervisor {
   bool notifiedReady_ = false;
   std::string notifiedStatus_;
   uint64_t clients_ = 0;  // derp-worker's last count (MetricsSnapshotRequest)
+  std::chrono::microseconds systemdWatchdog_{0};  // $WATCHDOG_USEC; 0 = systemd does not watch derpd
+  Clock::time_point lastWatchdogPing_{};
   bool ownRunDir_ = false; // a private temp dir made for this run, removed at exit
   std::string emptyDir_;   // chroot for children that need no files
   int listenFd_ = -1;

@@ -104,6 +104,9 @@ const std::vector<KeyDef>& keyTable() {
       {"bootstrap-dns-server", &Settings::bootstrapDnsServer, false,
        "DNS server (IP or IP:port) /bootstrap-dns resolves its names with; empty: the "
        "first nameserver of /etc/resolv.conf"},
+      {"child-watchdog", &Settings::childWatchdog, false,
+       "a child (or one of derp-worker's event loops) that shows no sign of life for this long "
+       "is killed with SIGKILL and restarted like a dead one; 0 turns the watchdog off"},
       {"config", &Settings::configFile, false,
        "derpd config file of \"key = value\" lines (keys are these flag names); a missing "
        "default file is ignored"},
@@ -916,6 +919,13 @@ std::string where(const Config& cfg, std::string_view key) {
   return "-" + std::string(key);
 }
 
+std::string describeSetting(const Config& cfg, std::string_view key) {
+  const Origin o = cfg.originOf(key);
+  const std::string v = renderValue(cfg, key);
+  if (o.kind == Origin::Kind::File) return o.file + ":" + std::to_string(o.line) + ": " + std::string(key) + " = " + v;
+  return "-" + std::string(key) + " " + v;
+}
+
 Result<void> validate(const Config& cfg) {
   for (const KeyDef& k : keyTable()) {
     if (auto m = std::get_if<std::string Settings::*>(&k.member)) {
@@ -969,6 +979,8 @@ Result<void> validate(const Config& cfg) {
     return makeError(where(cfg, "threads") + " " + std::to_string(cfg.threads) + " out of range (0 to 256)");
   }
   if (cfg.drainTimeout.count() < 0) return makeError(where(cfg, "drain-timeout") + " must not be negative");
+  if (cfg.childWatchdog.count() != 0 && cfg.childWatchdog < std::chrono::seconds(3))
+    return makeError(where(cfg, "child-watchdog") + " must be 0 (off) or at least 3s (children report every 1-2 s)");
   if (cfg.maxConnections < 0) return makeError(where(cfg, "max-connections") + " must not be negative");
   if (cfg.maxHandshakes < 0) return makeError(where(cfg, "max-handshakes") + " must not be negative");
   if (cfg.monitorInterval < std::chrono::milliseconds(100))

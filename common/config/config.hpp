@@ -71,6 +71,7 @@ struct Settings {
   std::string logFormat = "auto";                   // --log-format: auto|plain|journal
   int threads = 0;                                  // --threads (0 = CPUs)
   Duration drainTimeout = std::chrono::seconds(5);  // --drain-timeout
+  Duration childWatchdog = std::chrono::seconds(10);  // --child-watchdog (0 = off)
   int64_t maxConnections = 50000;                   // --max-connections (0 = no cap)
   int64_t maxHandshakes = 10000;                    // --max-handshakes (0 = no cap)
   bool monitor = false;                             // --monitor: run derpd-probe as the monitor role
@@ -120,6 +121,10 @@ Result<void> applyConfigText(Config& cfg, std::string_view text, const std::stri
 // defaults + text + validate(). Used by the golden tests and the fuzzer.
 Result<Config> parseConfigText(std::string_view text, const std::string& fileName,
                                const Env& env = Env::system());
+
+// How an error names a setting: "FILE:LINE: key = value" when the value came
+// from the config file, else "-key value".
+std::string describeSetting(const Config& cfg, std::string_view key);
 
 // Cross-key and range checks: ports, -certmode, -mesh-with needs a key, URL scheme...
 Result<void> validate(const Config& cfg);

@@ -244,7 +244,11 @@ struct MetricsSnapshotRequest {
   // derp-worker's connected clients now (derp_current_connections), for
   // derpd's systemd STATUS= line.
   uint64_t clients = 0;
-  MSGPACK_DEFINE_MAP(clients);
+  // Each event loop's iteration count (a loop wakes at least once a second
+  // when idle): derpd's child-watchdog kills a derp-worker whose loop stops
+  // counting, even while its main thread still sends this.
+  std::vector<uint64_t> loopTicks;
+  MSGPACK_DEFINE_MAP(clients, MSGPACK_NVP("loop_ticks", loopTicks));
   bool operator==(const MetricsSnapshotRequest&) const = default;
 };
 

@@ -86,7 +86,7 @@ inline constexpr auto kPolicy = [] {
       {T::MetricsReport, R::Monitor, R::Supervisor, kReport},
 
       // derp-worker <-> supervisor
-      {T::MetricsSnapshotRequest, R::DerpWorker, R::Supervisor, kTiny},
+      {T::MetricsSnapshotRequest, R::DerpWorker, R::Supervisor, kSmall},  // up to 256 loops' ticks
       {T::MetricsSnapshotReply, R::Supervisor, R::DerpWorker, kSnapshot},
 
       // certificates: cert-agent -> supervisor -> derp-worker and back

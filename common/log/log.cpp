@@ -1,13 +1,17 @@
 #include "common/log/log.hpp"
 
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <mutex>
 
 namespace derpd::log {
@@ -40,6 +44,69 @@ class PriorityFlag final : public spdlog::custom_flag_formatter {
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<PriorityFlag>(); }
 };
 
+// Said once until a file works again: the log file could not be opened or
+// written, and lines go to stderr instead.
+std::atomic<bool> g_fellBack{false};
+
+// log-file: appends whole lines; when the file cannot be opened (a reopen
+// after the directory went away) or written (a full disk: ENOSPC), this line
+// and every later one go to stderr, with one line saying so. A log fault
+// never stops a process or blocks it: relaying goes on.
+class FileSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  FileSink(std::string path, std::string role) : path_(std::move(path)), role_(std::move(role)) {
+    f_ = std::fopen(path_.c_str(), "ae");  // append, O_CLOEXEC
+    if (!f_) {
+      fallBack(errno, "cannot open it");
+    } else {
+      g_fellBack.store(false);
+    }
+  }
+  ~FileSink() override {
+    if (f_) std::fclose(f_);
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    if (f_) {
+      if (std::fwrite(buf.data(), 1, buf.size(), f_) == buf.size() && std::fflush(f_) == 0) return;
+      const int e = errno;
+      std::fclose(f_);
+      f_ = nullptr;
+      fallBack(e, "cannot write to it");
+    }
+    std::fwrite(buf.data(), 1, buf.size(), stderr);
+    std::fflush(stderr);
+  }
+  void flush_() override {
+    if (f_) std::fflush(f_);
+  }
+
+ private:
+  void fallBack(int e, const char* what) {
+    if (g_fellBack.exchange(true)) return;
+    // As the other lines look: "<3>" under the journal, else a UTC timestamp.
+    char prefix[64] = "<3>";
+    if (g_format != Format::Journal) {
+      timespec ts{};
+      ::clock_gettime(CLOCK_REALTIME, &ts);
+      std::tm tm{};
+      gmtime_r(&ts.tv_sec, &tm);
+      char t[32];
+      std::strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+      std::snprintf(prefix, sizeof prefix, "%s.%03ldZ ", t, long(ts.tv_nsec / 1000000));
+    }
+    std::fprintf(stderr, "%s%s[%d] error: log file %s: %s (%s); logging to stderr until it is reopened (SIGUSR1)\n",
+                 prefix, role_.c_str(), int(::getpid()), path_.c_str(), what, std::strerror(e));
+    std::fflush(stderr);
+  }
+  const std::string path_;
+  const std::string role_;
+  std::FILE* f_ = nullptr;
+};
+
 std::unique_ptr<spdlog::formatter> makeFormatter(const std::string& role) {
   auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
   const std::string who = role + "[" + std::to_string(::getpid()) + "] %l: %v";
@@ -58,7 +125,7 @@ void install() {
   // the same destination (both append whole lines).
   auto makeSink = []() -> spdlog::sink_ptr {
     if (g_file.empty()) return std::make_shared<spdlog::sinks::stderr_sink_mt>();
-    return std::make_shared<spdlog::sinks::basic_file_sink_mt>(g_file, false);
+    return std::make_shared<FileSink>(g_file, g_role);
   };
   auto lg = std::make_shared<spdlog::logger>(g_role, makeSink());
   lg->set_formatter(makeFormatter(g_role));
@@ -132,6 +199,24 @@ bool setLevel(const std::string& level) {
   g_level = level;
   spdlog::default_logger()->set_level(lv);
   return true;
+}
+
+std::optional<uint64_t> Repeats::admit(std::chrono::steady_clock::time_point now) {
+  std::lock_guard lk(mu_);
+  if (any_ && now - last_ < interval_) {
+    ++skipped_;
+    return std::nullopt;
+  }
+  any_ = true;
+  last_ = now;
+  const uint64_t n = skipped_;
+  skipped_ = 0;
+  return n;
+}
+
+uint64_t Repeats::leftOut() const {
+  std::lock_guard lk(mu_);
+  return skipped_;
 }
 
 }  // namespace derpd::log

@@ -11,6 +11,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -41,6 +45,29 @@ void reopen();
 void writeRaw(std::string_view line);
 // Changes the level of the default logger (a Reload). False for a bad name.
 bool setLevel(const std::string& level);
+
+// A bound on a log line that can repeat per connection, per datagram or per
+// retry: the first one is logged at once, then at most one per `interval`,
+// which says how many were left out in between. Thread-safe; one per call
+// site (usually a function-local static).
+//
+//   static log::Repeats repeats(std::chrono::seconds(1));
+//   if (auto skipped = repeats.admit()) LOG_WARN("... ({} more)", *skipped);
+class Repeats {
+ public:
+  explicit Repeats(std::chrono::steady_clock::duration interval) : interval_(interval) {}
+  // The count left out since the last admitted line when this one may be
+  // logged now; nullopt when it must be left out.
+  std::optional<uint64_t> admit(std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  uint64_t leftOut() const;  // left out since the last admitted line
+
+ private:
+  const std::chrono::steady_clock::duration interval_;
+  mutable std::mutex mu_;
+  std::chrono::steady_clock::time_point last_{};  // guarded by mu_
+  bool any_ = false;                               // guarded by mu_
+  uint64_t skipped_ = 0;                           // guarded by mu_
+};
 
 }  // namespace derpd::log
 

@@ -134,7 +134,10 @@ TEST_F(AdmissionTest, LocalApiVerdictsAndBothChecks) {
 // the fail-open setting decides; after SIGCONT answers flow again.
 TEST_F(AdmissionTest, SilentMeshHelperLeavesItToFailOpen) {
   FakeAdmissionServer admit(Mode::Allow);
-  WorkerProcess* w = start({"-verify-client-url", admit.url(), "-verify-client-url-fail-open=false"});
+  // The child-watchdog would replace the stopped mesh-helper after 10 s;
+  // this test is about derp-worker's own 12 s limit.
+  WorkerProcess* w = start({"-verify-client-url", admit.url(), "-verify-client-url-fail-open=false",
+                            "--child-watchdog", "0"});
   ASSERT_NE(w, nullptr);
   ASSERT_TRUE(w->waitForLog("mesh-helper is ready", kIoTimeout));
   const pid_t helper = startedPid(*w, "mesh-helper", 1);

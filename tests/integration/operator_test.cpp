@@ -434,8 +434,10 @@ TEST_F(OperatorTest, NotifySocketHearsReadyReloadingAndStoppingInOrder) {
   NotifySocket sock(tmp().file("notify.sock"));
   ASSERT_TRUE(sock.ok());
   ::setenv("NOTIFY_SOCKET", tmp().file("notify.sock").c_str(), 1);
+  ::setenv("WATCHDOG_USEC", "1000000", 1);  // WatchdogSec=1s: a ping every 0.5 s
   WorkerProcess* w = startDerpd(derpdArgs());
   ::unsetenv("NOTIFY_SOCKET");
+  ::unsetenv("WATCHDOG_USEC");
   ASSERT_NE(w, nullptr);
   // READY=1 only once every required role said Ready.
   ASSERT_TRUE(sock.waitFor("READY=1", Millis(10000))) << joined(sock.messages());
@@ -445,6 +447,8 @@ TEST_F(OperatorTest, NotifySocketHearsReadyReloadingAndStoppingInOrder) {
   }
   EXPECT_EQ(sock.messages().front().find("READY=1"), std::string::npos)
       << "READY=1 was the first message, before any STATUS: " << joined(sock.messages());
+  // systemd's watchdog is pinged from derpd's loop while the children answer.
+  EXPECT_TRUE(sock.waitFor("WATCHDOG=1", Millis(5000))) << joined(sock.messages());
   DERPD_ASSERT_CONNECT(alice, dial(*w, keys::alice()));
   // derp-worker reports its client count about once a second.
   EXPECT_TRUE(sock.waitFor("STATUS=serving 1 client", Millis(10000))) << joined(sock.messages());

@@ -533,7 +533,7 @@ TEST(DebugVars, SameMetricsAsVarzInDerpersShape) {
     EXPECT_EQ(fromVars[k], v) << k;
   }
   // The layout of expvar's handler: one top-level var per line.
-  EXPECT_EQ(body.rfind("{\n\"counter_derpd_accept_rejected\": {", 0), 0u) << body.substr(0, 80);
+  EXPECT_EQ(body.rfind("{\n\"counter_derpd_accept_errors\": {", 0), 0u) << body.substr(0, 80);
   EXPECT_EQ(body.substr(body.size() - 3), "\n}\n");
   EXPECT_NE(body.find("\"counter_stun_requests\": {\"not_stun\": 2, \"success\": 5},\n"), std::string::npos);
 }

@@ -25,7 +25,7 @@ MetricsReport sample(MetricsReport*) {
   return MetricsReport{{metric("accepts", 12, MetricType::Counter),
                         metric("derpd_stun_requests", 3.5, MetricType::Gauge, "family=\"ipv6\"")}};
 }
-MetricsSnapshotRequest sample(MetricsSnapshotRequest*) { return MetricsSnapshotRequest{1234}; }
+MetricsSnapshotRequest sample(MetricsSnapshotRequest*) { return MetricsSnapshotRequest{1234, {17, 0, 99999}}; }
 CertUpdate sample(CertUpdate*) {
   return CertUpdate{"-----BEGIN CERTIFICATE-----\n...", "-----BEGIN PRIVATE KEY-----\n...", "1D3A5", 1795000000,
                     "manual /etc/derpd/certs/derp.example.com.crt"};
