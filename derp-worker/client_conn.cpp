@@ -894,13 +894,9 @@ bool Conn::enqueuePacket(const NodePublic& src, ByteView packet, bool disco, Loo
       stats.drop(DropReason::GoneDisconnected, disco);
       return false;
     }
-    auto& q = disco ? discoQ_ : dataQ_;
-    if (q.size() >= kPerClientSendQueueDepth) {
-      q.erase(q.begin());
-      stats.drop(DropReason::QueueHead, disco);
-    }
-    q.push_back(std::move(qp));
-    full = q.size() >= kPerClientSendQueueDepth;
+    const QueuePush r = pushDroppingHead(disco ? discoQ_ : dataQ_, std::move(qp));
+    if (r.droppedHead) stats.drop(DropReason::QueueHead, disco);
+    full = r.full;
     sched = !scheduled_;
     scheduled_ = true;
   }

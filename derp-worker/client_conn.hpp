@@ -41,6 +41,25 @@ struct QueuedPacket {
 
 // Per-connection send queue depth (derper: 32 per queue).
 inline constexpr size_t kPerClientSendQueueDepth = 32;
+
+// One of a destination's two packet queues (disco and data), oldest first:
+// a packet for a full queue drops the oldest one (derper's queue_head), never
+// the new one. Returns whether it dropped, and whether the queue is full now.
+struct QueuePush {
+  bool droppedHead = false;
+  bool full = false;
+};
+template <typename T>
+QueuePush pushDroppingHead(std::vector<T>& q, T v, size_t depth = kPerClientSendQueueDepth) {
+  QueuePush r;
+  if (q.size() >= depth) {
+    q.erase(q.begin());
+    r.droppedHead = true;
+  }
+  q.push_back(std::move(v));
+  r.full = q.size() >= depth;
+  return r;
+}
 // Mesh-update backlog bound for a watcher that does not read.
 inline constexpr size_t kMaxPendingMeshUpdates = 100000;
 

@@ -32,6 +32,7 @@ int runCommand(const std::string& cmd, std::string* out) {
   size_t n;
   while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out->append(buf.data(), n);
   int st = ::pclose(p);
+  EXPECT_TRUE(noSanitizerReport(*out, cmd));
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 

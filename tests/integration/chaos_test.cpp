@@ -52,12 +52,14 @@ TEST_F(ChaosTest, RandomChildKilledEveryFewSecondsForAMinute) {
   WorkerProcess* w = startDerpd(a);
   ASSERT_NE(w, nullptr);
   w->setTlsClientInfo("localhost", c->caFile);
-  // Killing children is the point: their deaths are logged as errors.
-  allowErrorLine("killed by signal");
-  allowErrorLine("restarting it");
-  allowErrorLine("mesh");
-  allowErrorLine("control");
   const std::vector<std::string> roles = {"derp-worker", "stun-worker", "cert-agent", "mesh-helper", "monitor"};
+  // Killing children is the point: their deaths (SIGKILL only: a crash
+  // signal fails the test whatever is allowed) are logged as errors, and a
+  // message derpd was sending to a child just killed may fail.
+  for (const std::string& r : roles) {
+    allowErrorLine(r + " killed by signal 9 (Killed); restarting it");
+    allowErrorLine(r + ": cannot send ");
+  }
   for (const auto& r : roles) {
     ASSERT_TRUE(waitForMetric(*w, "derpd_role_up{role=\"" + r + "\"}", [](double v) { return v == 1; },
                               Millis(15000)))
@@ -86,10 +88,14 @@ TEST_F(ChaosTest, RandomChildKilledEveryFewSecondsForAMinute) {
     ASSERT_TRUE(waitForMetric(*w, "derpd_role_up{role=\"" + role + "\"}", [](double v) { return v == 1; },
                               Millis(15000)))
         << role;
-    // Clients relay again (reconnecting when derp-worker was the victim).
-    if (!exchange(*alice, *bob, asBytes(std::string_view("during")), Millis(2000))) {
+    // Clients on a process that was not killed are undisturbed; they
+    // reconnect only when derp-worker, which holds their connections, was.
+    if (role == "derp-worker") {
       ASSERT_TRUE(dialPairWithin(*w, alice, bob, Millis(10000))) << "after killing " << role;
       ASSERT_TRUE(exchange(*alice, *bob, asBytes(std::string_view("reconnected"))));
+    } else {
+      ASSERT_TRUE(exchange(*alice, *bob, asBytes(std::string_view("undisturbed")), Millis(2000)))
+          << "clients of derp-worker were disturbed by killing " << role;
     }
     // A few seconds between kills.
     const auto pause = Clock::now() + Millis(1000 + int(rng() % 2000));

@@ -73,8 +73,12 @@ Bytes badMessage(Bad b, Role from) {
       return ipc::encode(rep);
     }
     case Bad::WrongSender:
-      // derp-worker may not send Reload; derpd may not send MetricsReport.
-      return from == Role::Supervisor ? ipc::encode(ipc::MetricsReport{}) : ipc::encode(ipc::Reload{});
+      // A type that another role may send, not this one: only derp-worker
+      // sends MetricsSnapshotRequest; derpd sends ManualCertFiles only to
+      // cert-agent (the policy table, not the type, must refuse them).
+      if (from == Role::Supervisor) return ipc::encode(ipc::ManualCertFiles{});
+      if (from == Role::DerpWorker) return ipc::encode(ipc::CertUpdate{});
+      return ipc::encode(ipc::MetricsSnapshotRequest{});
     case Bad::Undecodable:
       return Bytes{0xc1, 0x00, 0xff, 0x13, 0x37};
   }
@@ -95,7 +99,6 @@ TEST_F(ControlTest, VarzShowsRoleUpAndRestartCounters) {
   pid_t first = startedPid(*d, "derp-worker", 1);
   ASSERT_GT(first, 0);
   ASSERT_EQ(::kill(first, SIGKILL), 0);
-  ASSERT_TRUE(d->waitForLog("started derp-worker (pid", Millis(100)));
   ASSERT_TRUE(waitFor([&] { return startedPid(*d, "derp-worker", 2) > 0; }, Millis(5000)));
   EXPECT_TRUE(waitForMetric(*d, "derpd_role_restarts{role=\"derp-worker\"}", [](double v) { return v == 1; },
                             Millis(5000)));

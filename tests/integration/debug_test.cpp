@@ -431,6 +431,7 @@ int shell(const std::string& cmd, std::string* out) {
     out->append(buf, n);
   }
   int st = ::pclose(p);
+  EXPECT_TRUE(noSanitizerReport(*out, cmd));
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 

@@ -233,7 +233,8 @@ class WatchdogTest : public WorkerTest {
   }
 
   void allowWatchdogLines(const WorkerProcess& d, const std::string& role) {
-    const std::string who = "derpd[" + std::to_string(d.pid()) + "] error: " + role;
+    (void)d;  // an allowance matches the message (after "derpd[pid] error: ")
+    const std::string who = role;
     allowErrorLine(who + " (pid ");  // "... (child-watchdog 4s): killing it with SIGKILL"
     allowErrorLine(who + " killed by signal 9 (Killed) (child-watchdog: ");
   }

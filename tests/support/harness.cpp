@@ -1609,6 +1609,55 @@ std::vector<std::string> WorkerTest::derpdArgs() {
   return a;
 }
 
+std::vector<std::string> unexpectedErrorLines(const std::vector<std::string>& errorLines, const LogPolicy& policy) {
+  static const char* const kSanitizer[] = {"ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer",
+                                           "WARNING: ThreadSanitizer"};
+  // Signals no test provokes by accident: a crash, an abort, a seccomp kill.
+  static const int kFatal[] = {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL, SIGSYS};
+  static const std::regex kKilled(R"(killed by signal ([0-9]+))");
+  std::vector<std::string> out;
+  for (const std::string& line : errorLines) {
+    bool sanitizer = false;
+    for (const char* p : kSanitizer) sanitizer = sanitizer || line.find(p) != std::string::npos;
+    if (sanitizer) {
+      out.push_back(line + "   [a sanitizer report is never allowed]");
+      continue;
+    }
+    std::smatch m;
+    if (std::regex_search(line, m, kKilled)) {
+      const int sig = std::stoi(m[1].str());
+      const bool fatal = std::find(std::begin(kFatal), std::end(kFatal), sig) != std::end(kFatal);
+      const bool provoked =
+          std::find(policy.allowedSignals.begin(), policy.allowedSignals.end(), sig) != policy.allowedSignals.end();
+      if (fatal && !provoked) {
+        out.push_back(line + "   [a child died of signal " + std::to_string(sig) + ", which the test did not send]");
+        continue;
+      }
+    }
+    std::string_view message = line;
+    for (std::string_view tag : {std::string_view("] error: "), std::string_view("] critical: ")}) {
+      if (auto at = message.find(tag); at != std::string_view::npos) {
+        message.remove_prefix(at + tag.size());
+        break;
+      }
+    }
+    bool allowed = false;
+    for (const std::string& a : policy.allowances) allowed = allowed || message.find(a) != std::string_view::npos;
+    if (!allowed) out.push_back(line);
+  }
+  return out;
+}
+
+::testing::AssertionResult noSanitizerReport(const std::string& output, const std::string& what) {
+  for (const char* p : {"ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer", "WARNING: ThreadSanitizer"}) {
+    if (const size_t at = output.find(p); at != std::string::npos) {
+      return ::testing::AssertionFailure() << what << ": a sanitizer report:\n"
+                                           << output.substr(output.rfind('\n', at) == std::string::npos ? 0 : output.rfind('\n', at) + 1, 2000);
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 void WorkerTest::TearDown() {
   for (auto& w : workers_) {
     if (w->pid() <= 0) continue;
@@ -1623,13 +1672,7 @@ void WorkerTest::TearDown() {
                     << w->exitStatus().value_or(-1);
     }
     std::string unexpected;
-    for (auto& line : w->errorLines()) {
-      bool ok = false;
-      for (auto& a : allowed_) {
-        if (line.find(a) != std::string::npos) ok = true;
-      }
-      if (!ok) unexpected += "  " + line + "\n";
-    }
+    for (const std::string& line : unexpectedErrorLines(w->errorLines(), policy_)) unexpected += "  " + line + "\n";
     EXPECT_TRUE(unexpected.empty()) << "error lines in the derp-worker log:\n" << unexpected;
     if (HasFailure()) {
       // DERPD_TEST_LOG_LINES: more of it (a sanitizer report can be longer).

@@ -430,6 +430,29 @@ Result<T> recvUntil(client::Client& c, Millis timeout,
 }
 
 // ---------------------------------------------------------------------------
+// Log policing (tests/README.md): which error-level lines of a log a test
+// did not provoke on purpose.
+//
+// - An allowance matches the message of an error line (after "] error: " or
+//   "] critical: "), never the role and pid before it: "mesh" does not admit
+//   every mesh-helper line, "cert-agent" not every line cert-agent logs.
+// - A sanitizer report (ASan, UBSan "runtime error:", LSan, TSan) is never
+//   allowed.
+// - A child killed by SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL or SIGSYS
+//   ("killed by signal N") is never allowed unless the test provoked that
+//   signal (allowedSignals), whatever the allowances say.
+struct LogPolicy {
+  std::vector<std::string> allowances;
+  std::vector<int> allowedSignals;
+};
+// The lines of `errorLines` (WorkerProcess::errorLines()) the policy does
+// not admit, each with why.
+std::vector<std::string> unexpectedErrorLines(const std::vector<std::string>& errorLines, const LogPolicy& policy);
+// For the output of a process a test ran to completion itself (derpd-probe
+// -once, derpd-bench, stun-client): a sanitizer report in it fails the test.
+::testing::AssertionResult noSanitizerReport(const std::string& output, const std::string& what);
+
+// ---------------------------------------------------------------------------
 // gtest fixture
 
 struct WorkerConfig {
@@ -468,7 +491,11 @@ class WorkerTest : public ::testing::Test {
   // The argument list startWorker() uses for cfg (creates key/cert files).
   std::vector<std::string> buildArgs(const WorkerConfig& cfg, std::string* hostname,
                                      std::string* caFile);
-  void allowErrorLine(std::string substring) { allowed_.push_back(std::move(substring)); }
+  // Admits error lines whose message contains `substring` (see LogPolicy).
+  void allowErrorLine(std::string substring) { policy_.allowances.push_back(std::move(substring)); }
+  // The test kills a child with `sig` (e.g. SIGSYS from a seccomp filter) on
+  // purpose: "killed by signal <sig>" lines may be allowed.
+  void allowSignal(int sig) { policy_.allowedSignals.push_back(sig); }
   TempDir& tmp() { return tmp_; }
   std::string writeServerKeyFile();
   std::string writeMeshKeyFile(std::string_view key = kMeshKey);
@@ -476,7 +503,7 @@ class WorkerTest : public ::testing::Test {
  private:
   TempDir tmp_;
   std::vector<std::unique_ptr<WorkerProcess>> workers_;
-  std::vector<std::string> allowed_;
+  LogPolicy policy_;
   int certSeq_ = 0;
 };
 
