@@ -394,6 +394,7 @@ Result<void> Supervisor::lockRuntimeDir() {
     runDir_ = cfg_.runtimeDir;
   } else if (std::string dev = devRuntimeDir(cfg_); !dev.empty()) {
     runDir_ = dev;
+    ownRunDir_ = true;  // removed at exit, like a private one (the lock keeps it one derpd's)
     LOG_INFO("runtime dir {} (-dev on this address, no --runtime-dir)", runDir_);
   } else if (!root || cfg_.dev) {
     // Not root (/run/derpd is not ours to make) or -dev on port 0, and no

@@ -142,6 +142,14 @@ TEST_F(OperatorTest, DevRelaysOnDifferentAddressesGetTheirOwnRuntimeDirs) {
     DERPD_ASSERT_CONNECT(c, dial(*w, keys::alice()));
     EXPECT_TRUE(pingPong(*c, {1, 2, 3, 4, 5, 6, 7, 8}));
   }
+  // A dev relay's directory goes with it.
+  for (WorkerProcess* w : relays) {
+    const std::string dir = "/run/derpd-dev.127.0.0.1_" + std::to_string(w->port());
+    auto st = w->stop(SIGTERM);
+    ASSERT_TRUE(st.ok()) << st.error();
+    EXPECT_EQ(*st, 0);
+    EXPECT_FALSE(fs::exists(dir)) << dir << " left behind";
+  }
 }
 
 // ---------------------------------------------------------------------------
