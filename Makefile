@@ -49,7 +49,7 @@ test-asan: deps
 # derpd and derp-worker built under TSan (a report in a log fails the test).
 # tests/tsan.supp silences libzmq, which Debian does not build with TSan.
 # .ci/run runs it after test-asan.
-TSAN_TESTS ?= RelayTest|SlowReceiverTest|DupKeyTest|PeerGoneTest|MeshTest|MeshClusterTest|Registry|BootstrapThread|LimitsTest
+TSAN_TESTS ?= RelayTest|SlowReceiverTest|DupKeyTest|PeerGoneTest|MeshTest|MeshClusterTest|Registry|BootstrapThread|LimitsTest|DebugTest.CheckStaysOkay
 test-tsan: deps
 	@cmake -S . -B build-tsan -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=Debug -DDERPD_TSAN=ON -DDERPD_WERROR=ON \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) >/dev/null

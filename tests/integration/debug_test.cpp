@@ -201,12 +201,16 @@ TEST_F(DebugTest, CheckStaysOkayWhileRelayingAndChurning) {
   ASSERT_TRUE(exchange(*a, *b, patternBytes(100, 3)));
   std::atomic<bool> stop{false};
   std::atomic<int> exchanges{0}, churns{0};
+  // Written by their thread only, read after the joins; `failed` (set after
+  // the write) is what the main thread looks at meanwhile.
   std::string relayError, churnError;
+  std::atomic<bool> failed{false};
   std::thread relay([&] {
     for (int i = 0; i < 100000 && !stop.load(); i++) {
       auto r = exchange(*a, *b, patternBytes(64 + size_t(i % 1000), uint8_t(i)));
       if (!r) {
         relayError = r.message();
+        failed.store(true);
         return;
       }
       exchanges++;
@@ -220,6 +224,7 @@ TEST_F(DebugTest, CheckStaysOkayWhileRelayingAndChurning) {
       if (!c1.ok() || !c2.ok() || !d.ok()) {
         churnError = "dial: " + (c1.ok() ? std::string() : c1.error()) + (c2.ok() ? "" : c2.error()) +
                      (d.ok() ? "" : d.error());
+        failed.store(true);
         return;
       }
       churns++;
@@ -230,7 +235,7 @@ TEST_F(DebugTest, CheckStaysOkayWhileRelayingAndChurning) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   for (; checks < 10000 && std::chrono::steady_clock::now() < deadline; checks++) {
     if (checks >= 40 && exchanges.load() >= 20 && churns.load() >= 20) break;
-    if (!relayError.empty() || !churnError.empty()) break;
+    if (failed.load()) break;
     auto r = httpGet(*w, "/debug/check");
     if (!r.ok() || r->status != 200 || r->body != "derp.Server ConsistencyCheck okay") {
       checkError = r.ok() ? r->statusLine + "\n" + r->body : r.error();
