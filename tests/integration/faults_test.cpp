@@ -66,6 +66,12 @@ int dialLoopback(uint16_t port) {
 class FaultsTest : public WorkerTest {};
 
 TEST_F(FaultsTest, OutOfDescriptorsBacksOffAndRecovers) {
+#ifdef DERPD_SANITIZED
+  // The sanitizers' runtime needs descriptors of its own: UBSan's vptr check
+  // probes memory through a pipe (a false "invalid vptr" under EMFILE) and
+  // LeakSanitizer opens /proc at exit. The plain build runs this test.
+  GTEST_SKIP() << "sanitizer build: the runtime itself fails when descriptors run out";
+#endif
   // derpd under `ulimit -n 400` (soft and hard; max-connections 0 so that it
   // does not raise the hard limit as root), then 600 connections.
   std::vector<std::string> a = {"-c", "ulimit -n 400 && exec \"$0\" \"$@\"", binDir() + "/derpd"};
