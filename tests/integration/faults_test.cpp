@@ -14,34 +14,16 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <regex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "derpd-bench/proc_stats.hpp"
 #include "support/harness.hpp"
 
 namespace derpd::test {
 namespace {
-
-// utime + stime of a process, in seconds (-1 when unreadable).
-double cpuSeconds(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const size_t close = s.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream in(s.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  // Fields after the name start at 3 (state); utime is 14, stime 15.
-  for (int i = 3; i <= 15 && in >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return double(utime + stime) / double(::sysconf(_SC_CLK_TCK));
-}
 
 size_t countOf(const std::string& text, const std::string& needle) {
   size_t n = 0;
@@ -99,12 +81,12 @@ TEST_F(FaultsTest, OutOfDescriptorsBacksOffAndRecovers) {
 
   // Over 3 s: derp-worker is nearly idle, and its log says so a few times.
   const size_t linesBefore = countOf(p.logText(), "\n");
-  const double cpu0 = cpuSeconds(worker);
+  const double cpu0 = bench::processCpuSeconds(worker);
   const auto t0 = std::chrono::steady_clock::now();
   // A measurement window, not synchronisation: nothing is waited for.
   std::this_thread::sleep_for(std::chrono::seconds(3));
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double cpu = cpuSeconds(worker) - cpu0;
+  const double cpu = bench::processCpuSeconds(worker) - cpu0;
   const size_t lines = countOf(p.logText(), "\n") - linesBefore;
   std::printf("out of descriptors: derp-worker used %.3f s of CPU in %.2f s; %zu log lines\n", cpu, wall, lines);
   EXPECT_LT(cpu / wall, 0.05) << "derp-worker used " << cpu << " s of CPU in " << wall << " s";
